@@ -1,0 +1,1 @@
+"""Known-wrong answers, one module per lesson: ASSIGNMENT and MUTANTS (see graders.submissions)."""
