@@ -42,8 +42,9 @@ setup: $(STAMP) ## create .venv with the pinned packages, a Jupyter kernel and n
 lab: $(STAMP) ## open the course in JupyterLab (offline) on notebooks/
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG)
 
-test: $(STAMP) ## run every test: units, mutants, nbval on solutions/, release sync, nbgrader round trip
-	$(INSTRUCTOR) $(BIN)/python -m pytest tests solutions --nbval-lax --nbval-current-env -p no:cacheprovider
+test: $(STAMP) ## run every test: units, mutants, release sync, nbgrader round trip, nbval on solutions/
+	$(INSTRUCTOR) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -p no:cacheprovider
+	$(INSTRUCTOR) $(BIN)/python -m pytest solutions --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-fast: $(STAMP) ## the quick tests only (no notebook execution, no nbgrader)
 	$(INSTRUCTOR) $(BIN)/python -m pytest tests -m "not slow" -p no:cacheprovider

@@ -43,27 +43,34 @@ def _grade(course: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=course, env=env, capture_output=True, text=True, timeout=1800)
 
 
+@pytest.fixture(scope="module",
+                params=[pytest.param(m, marks=pytest.mark.xdist_group(m)) for m in LESSONS])
+def lesson(request):
+    return subs.load_lesson(request.param)
+
+
 @pytest.fixture(scope="module")
-def course(tmp_path_factory) -> Path:
-    """A copy of the course with a fresh gradebook; notebooks/ regenerated from solutions/."""
-    dest = subs.copy_course(tmp_path_factory.mktemp("course"))
-    shutil.rmtree(dest / "notebooks")
-    res = _grade(dest, "release")
+def course(lesson, tmp_path_factory) -> Path:
+    """A copy of the course with a fresh gradebook; this lesson's release regenerated."""
+    dest = subs.copy_course(tmp_path_factory.mktemp(lesson.assignment))
+    shutil.rmtree(dest / "notebooks" / lesson.assignment)
+    res = _grade(dest, "release", "-a", lesson.assignment)
     assert res.returncode == 0, res.stdout + res.stderr
     return dest
 
 
-def test_release_matches_committed_notebooks(course):
-    generated = sorted(p.relative_to(course) for p in (course / "notebooks").rglob("*.ipynb"))
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks").rglob("*.ipynb"))
+def test_release_matches_committed_notebooks(course, lesson):
+    aid = lesson.assignment
+    generated = sorted(p.relative_to(course) for p in (course / "notebooks" / aid).rglob("*.ipynb"))
+    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks" / aid).rglob("*.ipynb"))
     assert generated == committed, "notebooks/ lists other notebooks than solutions/ generates"
     for rel in generated:
         assert (course / rel).read_bytes() == (ROOT / rel).read_bytes(), (
             f"{rel} differs from what `make assignments` generates: run it and commit the result")
 
 
-def test_release_has_no_solutions_or_hidden_tests(course):
-    for path in (course / "notebooks").rglob("*.ipynb"):
+def test_release_has_no_solutions_or_hidden_tests(course, lesson):
+    for path in (course / "notebooks" / lesson.assignment).rglob("*.ipynb"):
         text = path.read_text()
         for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders"):
             assert needle not in text, f"{path.name} contains {needle!r}"
@@ -93,49 +100,47 @@ def _solution_lines(nb, gid):
     return out
 
 
-def _plan(course: Path):
+def _plan(course: Path, lesson):
     """student id -> (assignment, notebook or None or bytes, expectations)."""
     plan = {}
-    for module in LESSONS:
-        lesson = subs.load_lesson(module)
-        aid = lesson.assignment
-        source = subs.read(course / "solutions" / aid / f"{aid}.ipynb")
-        release = subs.read(course / "notebooks" / aid / f"{aid}.ipynb")
-        ref = subs.reference_answers(source)
-        plan[f"{aid}--reference"] = (aid, subs.fill(release, ref), {"all": "full"})
-        plan[f"{aid}--blank"] = (aid, release, {"all": "zero"})
-        for k, group in enumerate(subs.rotation(lesson.mutants)):
-            nb = subs.fill(release, subs.apply(ref, group))
-            plan[f"{aid}--wrong{k}"] = (aid, nb, {"wrong": {m.exercise for m in group},
-                                                  "names": [m.name for m in group]})
-        # adversarial
-        crash = subs.fill(release, ref)
-        crash.cells.insert(3, nbformat.v4.new_code_cell(CRASH))
-        plan[f"{aid}--crash"] = (aid, crash, {"failed": "kernel"})
-        tamper = subs.fill(release, ref)
-        tamper.cells.insert(3, nbformat.v4.new_code_cell(TAMPER))
-        plan[f"{aid}--tamper"] = (aid, tamper, {"all": "zero"})
-        plan[f"{aid}--malformed"] = (aid, b'{"cells": [ this is not json', {"failed": "malformed"})
-        plan[f"{aid}--missing"] = (aid, None, {"failed": "no notebook submitted"})
-        loop_ans = dict(ref)
-        first_solution = next(gid for gid in ref if gid.startswith("ex"))
-        loop_ans[first_solution] = re.sub(r"^( *)(def .*:\n)", r"\1\2\1    while True:\n\1        pass\n",
-                                          ref[first_solution], count=1, flags=re.M)
-        assert loop_ans[first_solution] != ref[first_solution]
-        looped = subs.fill(release, loop_ans)
-        test_ids = [c.metadata["nbgrader"]["grade_id"] for c in looped.cells
-                    if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
-        deleted = test_ids[-1]
-        looped.cells = [c for c in looped.cells
-                        if c.metadata.get("nbgrader", {}).get("grade_id") != deleted]
-        plan[f"{aid}--loop-and-deleted-cell"] = (
-            aid, looped, {"timeout_cell": first_solution, "restored": deleted})
+    aid = lesson.assignment
+    source = subs.read(course / "solutions" / aid / f"{aid}.ipynb")
+    release = subs.read(course / "notebooks" / aid / f"{aid}.ipynb")
+    ref = subs.reference_answers(source)
+    plan[f"{aid}--reference"] = (aid, subs.fill(release, ref), {"all": "full"})
+    plan[f"{aid}--blank"] = (aid, release, {"all": "zero"})
+    for k, group in enumerate(subs.rotation(lesson.mutants)):
+        nb = subs.fill(release, subs.apply(ref, group))
+        plan[f"{aid}--wrong{k}"] = (aid, nb, {"wrong": {m.exercise for m in group},
+                                              "names": [m.name for m in group]})
+    # adversarial
+    crash = subs.fill(release, ref)
+    crash.cells.insert(3, nbformat.v4.new_code_cell(CRASH))
+    plan[f"{aid}--crash"] = (aid, crash, {"failed": "kernel"})
+    tamper = subs.fill(release, ref)
+    tamper.cells.insert(3, nbformat.v4.new_code_cell(TAMPER))
+    plan[f"{aid}--tamper"] = (aid, tamper, {"all": "zero"})
+    plan[f"{aid}--malformed"] = (aid, b'{"cells": [ this is not json', {"failed": "malformed"})
+    plan[f"{aid}--missing"] = (aid, None, {"failed": "no notebook submitted"})
+    loop_ans = dict(ref)
+    first_solution = next(gid for gid in ref if gid.startswith("ex"))
+    loop_ans[first_solution] = re.sub(r"^( *)(def .*:\n)", r"\1\2\1    while True:\n\1        pass\n",
+                                      ref[first_solution], count=1, flags=re.M)
+    assert loop_ans[first_solution] != ref[first_solution]
+    looped = subs.fill(release, loop_ans)
+    test_ids = [c.metadata["nbgrader"]["grade_id"] for c in looped.cells
+                if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
+    deleted = test_ids[-1]
+    looped.cells = [c for c in looped.cells
+                    if c.metadata.get("nbgrader", {}).get("grade_id") != deleted]
+    plan[f"{aid}--loop-and-deleted-cell"] = (
+        aid, looped, {"timeout_cell": first_solution, "restored": deleted})
     return plan
 
 
 @pytest.fixture(scope="module")
-def graded(course):
-    plan = _plan(course)
+def graded(course, lesson):
+    plan = _plan(course, lesson)
     submitted = course / "graders" / "workspace" / "submitted"
     for student, (aid, nb, _) in plan.items():
         folder = submitted / student / aid
@@ -144,7 +149,7 @@ def graded(course):
             (folder / f"{aid}.ipynb").write_bytes(nb)
         elif nb is not None:
             subs.write(nb, folder / f"{aid}.ipynb")
-    res = _grade(course, "autograde")
+    res = _grade(course, "autograde", "-a", lesson.assignment)
     assert res.returncode == 0, res.stdout + res.stderr
     with (course / "graders" / "workspace" / "autograde-report.csv").open() as f:
         report = {r["student"]: r["status"] for r in csv.DictReader(f)}
@@ -234,8 +239,8 @@ def test_infinite_loop_and_deleted_test_cell(graded, course):
                 assert score == maximum, f"{cell}: {score}/{maximum} (only the looping exercise may lose)"
 
 
-def test_feedback_and_grades_csv(graded, course):
-    res = _grade(course, "feedback", "-s", f"{subs.load_lesson(LESSONS[0]).assignment}--reference")
+def test_feedback_and_grades_csv(graded, course, lesson):
+    res = _grade(course, "feedback", "-s", f"{lesson.assignment}--reference")
     assert res.returncode == 0, res.stdout + res.stderr
     html = list((course / "graders" / "workspace" / "feedback").rglob("*.html"))
     assert html, "no feedback html written"
