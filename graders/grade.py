@@ -262,7 +262,7 @@ def grade_table(db_url: str | None = None):
     if rp.exists():
         with rp.open() as f:
             report = {(r["student"], r["assignment"]): r["status"] for r in csv.DictReader(f)}
-    rows, columns = [], []
+    rows = []
     with Gradebook(db_url) as gb:
         students = sorted({s.id for s in gb.students} | {s for s, _ in report})
         for assignment in sorted(gb.assignments, key=lambda a: a.name):
@@ -270,10 +270,6 @@ def grade_table(db_url: str | None = None):
             for nb in assignment.notebooks:
                 for cell in nb.grade_cells:
                     maxima[exercise_of(cell.name)] += cell.max_score
-            for ex in maxima:
-                col = f"{assignment.name}:{ex}"
-                if col not in columns:
-                    columns.append(col)
             for student in students:
                 row = {"student": student, "assignment": assignment.name}
                 status = report.get((student, assignment.name))
