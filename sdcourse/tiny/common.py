@@ -1,0 +1,157 @@
+"""Shared helpers for the tiny-model trainers: paths, seeds, photo crops, model cards."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REBUILD_CMD = "make tiny-models  (= python -m sdcourse.tiny.build_all)"
+
+#: scikit-image sample photos used for the VAE (all bundled with scikit-image, no download),
+#: with the licence stated in each loader's docstring.
+PHOTOS: dict[str, str] = {
+    "astronaut": "public domain (NASA Great Images database)",
+    "coffee": "CC0 (photographer Rachel Michetti)",
+    "chelsea": "CC0 (photographer Stefan van der Walt)",
+    "rocket": "public domain (SpaceX photos)",
+    "camera": "CC0 (photographer Lav Varshney); greyscale, repeated to 3 channels",
+    "hubble_deep_field": "public domain (NASA / HubbleSite)",
+    "immunohistochemistry": "no known copyright restrictions (CMMI)",
+    "retina": "CC0 1.0 (Mikael Haggstrom, Wikimedia)",
+    "coins": "no known copyright restrictions (Brooklyn Museum); greyscale",
+    "grass": "CC0 (DeviantArt linolafett); greyscale",
+    "gravel": "CC0 (CC0Textures); greyscale",
+    "brick": "CC0 (CC0Textures); greyscale",
+}
+#: Fraction of each photo's width (the right-hand strip) held out for evaluation.
+HELDOUT_FRACTION = 0.25
+
+
+def models_dir() -> Path:
+    """``$SDCOURSE_MODELS_DIR`` if set, else ``<repo>/data/models``."""
+    env = os.environ.get("SDCOURSE_MODELS_DIR")
+    return Path(env) if env else REPO_ROOT / "data" / "models"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch.Generator seeded with ``seed``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def set_threads(n: int = 2) -> None:
+    torch.set_num_threads(min(n, os.cpu_count() or 1))
+
+
+def quiet_libraries() -> None:
+    """Silence diffusers / transformers progress bars and warnings."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        import diffusers
+
+        diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except Exception:  # pragma: no cover
+        pass
+
+
+_PHOTO_CACHE: dict[str, np.ndarray] = {}
+
+
+def load_photo(name: str) -> np.ndarray:
+    """(H, W, 3) uint8 array of a bundled scikit-image photo."""
+    if name not in _PHOTO_CACHE:
+        import skimage.data
+
+        arr = np.asarray(getattr(skimage.data, name)())
+        if arr.ndim == 2:
+            arr = np.repeat(arr[..., None], 3, axis=2)
+        _PHOTO_CACHE[name] = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
+    return _PHOTO_CACHE[name]
+
+
+def _photo_region(name: str, split: str, scale: float) -> np.ndarray:
+    from PIL import Image
+
+    arr = load_photo(name)
+    if scale != 1.0:
+        h, w = arr.shape[:2]
+        arr = np.asarray(Image.fromarray(arr).resize((int(w * scale), int(h * scale)), Image.BILINEAR))
+    cut = int(arr.shape[1] * (1 - HELDOUT_FRACTION))
+    return arr[:, :cut] if split == "train" else arr[:, cut:]
+
+
+def photo_crops(n: int, size: int, split: str, seed: int, scales=(1.0, 0.5)) -> np.ndarray:
+    """``n`` random ``size`` x ``size`` RGB crops, (n, size, size, 3) uint8.
+
+    ``split="train"`` crops the left 75% of every photo in ``PHOTOS``; ``"heldout"`` the
+    right-hand 25% strip, which no trainer ever sees. ``scales`` are resize factors applied
+    to the photo before cropping (0.5 = more detail per crop); a region narrower than
+    ``size`` (a held-out strip of a small photo at scale 0.5) is skipped.
+    """
+    rng = np.random.default_rng([seed, 0 if split == "train" else 1, 7])
+    regions = [_photo_region(p, split, s) for p in PHOTOS for s in scales]
+    regions = [r for r in regions if r.shape[0] >= size and r.shape[1] >= size]  # narrow strips
+    out = np.empty((n, size, size, 3), np.uint8)
+    for k in range(n):
+        reg = regions[rng.integers(len(regions))]
+        h, w = reg.shape[:2]
+        y = rng.integers(0, h - size + 1)
+        x = rng.integers(0, w - size + 1)
+        crop = reg[y:y + size, x:x + size]
+        if split == "train" and rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        out[k] = crop
+    return out
+
+
+def to_model_range(u8: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float tensor in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB of images in [-1, 1], shape (N, 3, H, W) -> (N,)."""
+    mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Timer:
+    def __init__(self):
+        self.t0 = time.perf_counter()
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def dir_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20
