@@ -8,7 +8,6 @@ STAMP      := $(VENV)/.installed
 # Offline by default: hub look-ups fail at once instead of hanging for 20-50 s.
 export HF_HUB_OFFLINE ?= 1
 export TQDM_DISABLE ?= 1
-export MPLBACKEND ?= Agg
 # Instructor commands run the hidden checks: `graders` must be importable in their kernels.
 INSTRUCTOR := PYTHONPATH=$(CURDIR) PATH=$(CURDIR)/$(BIN):$$PATH
 ROOT_FLAG  := $(if $(filter 0,$(shell id -u)),--allow-root,)
@@ -43,7 +42,7 @@ lab: $(STAMP) ## open the course in JupyterLab (offline) on notebooks/
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG)
 
 test: $(STAMP) ## run every test: units, mutants, release sync, nbgrader round trip, nbval on solutions/
-	$(INSTRUCTOR) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -p no:cacheprovider
+	$(INSTRUCTOR) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -p no:cacheprovider --durations=10
 	$(INSTRUCTOR) $(BIN)/python -m pytest solutions --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-fast: $(STAMP) ## the quick tests only (no notebook execution, no nbgrader)
