@@ -42,7 +42,7 @@ lab: $(STAMP) ## open the course in JupyterLab (offline) on notebooks/
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(ROOT_FLAG)
 
 test: $(STAMP) ## run every test: units, mutants, release sync, nbgrader round trip, nbval on solutions/
-	$(INSTRUCTOR) $(BIN)/python -m pytest tests -n 2 --dist loadgroup -p no:cacheprovider --durations=10
+	$(INSTRUCTOR) $(BIN)/python -m pytest tests -n 2 --dist loadscope -p no:cacheprovider --durations=10
 	$(INSTRUCTOR) $(BIN)/python -m pytest solutions --nbval-lax --nbval-current-env -p no:cacheprovider
 
 test-fast: $(STAMP) ## the quick tests only (no notebook execution, no nbgrader)
@@ -64,7 +64,7 @@ feedback: $(STAMP) ## write HTML feedback for every autograded submission
 grades: $(STAMP) ## export graders/workspace/grades.csv: totals and a per-exercise breakdown
 	$(INSTRUCTOR) $(BIN)/python graders/grade.py grades
 
-tiny-models: $(STAMP) ## retrain the offline tiny models from scratch (CPU, about an hour)
+tiny-models: $(STAMP) ## retrain the offline tiny models from scratch and re-measure them (2-core CPU: ~40 min)
 	$(BIN)/python -m sdcourse.tiny.build_all
 
 eval-tiny: $(STAMP) ## re-measure the tiny models' quality figures

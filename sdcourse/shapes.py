@@ -40,7 +40,8 @@ from PIL import Image, ImageDraw
 __all__ = [
     "COLOURS", "SHAPES", "SIZES", "POSITIONS", "RELATIONS", "COUNT_WORDS", "KINDS",
     "SPLIT_IDS", "CLASSES", "render_scene", "sample_scene", "caption", "random_caption",
-    "make_dataset", "images_to_tensor", "dominant_colour", "class_prompts",
+    "make_dataset", "images_to_tensor", "dominant_colour", "dominant_shape", "shape_features",
+    "class_prompts",
 ]
 
 #: Colour names and their nominal RGB values (each object jitters them by a few levels).
@@ -328,6 +329,24 @@ def images_to_tensor(images: Iterable[Image.Image]):
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+def _as_rgb_array(image) -> np.ndarray:
+    """(H, W, 3) float32 array in 0-255 from a PIL image, a uint8 array or a (3, H, W) [0, 1] tensor."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 0) * 255.0
+    return arr
+
+
+def _foreground(arr: np.ndarray, min_distance: float) -> np.ndarray:
+    """Boolean mask of pixels farther than ``min_distance`` (RGB) from the background, taken as
+    the median of the image border."""
+    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    bg = np.median(border, axis=0)
+    return np.linalg.norm(arr - bg, axis=-1) > min_distance
+
+
 def dominant_colour(image, min_distance: float = 60.0) -> str | None:
     """Name of the ``COLOURS`` entry nearest to the median foreground pixel of ``image``.
 
@@ -336,19 +355,67 @@ def dominant_colour(image, min_distance: float = 60.0) -> str | None:
     can judge generated images. Accepts a ``PIL.Image``, an (H, W, 3) uint8 array or a
     (3, H, W) float tensor in [0, 1]. Returns None when there is no foreground.
     """
-    if isinstance(image, Image.Image):
-        arr = np.asarray(image.convert("RGB"), dtype=np.float32)
-    else:
-        arr = np.asarray(image, dtype=np.float32)
-        if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
-            arr = arr.transpose(1, 2, 0) * 255.0
-    border = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
-    bg = np.median(border, axis=0)
-    fg = arr.reshape(-1, 3)
-    fg = fg[np.linalg.norm(fg - bg, axis=1) > min_distance]
+    arr = _as_rgb_array(image)
+    fg = arr[_foreground(arr, min_distance)]
     if len(fg) < 4:
         return None
     med = np.median(fg, axis=0)
     names = list(COLOURS)
     ref = np.array([COLOURS[c] for c in names], dtype=np.float32)
     return names[int(np.argmin(np.linalg.norm(ref - med, axis=1)))]
+
+
+def shape_features(image, min_distance: float = 60.0) -> tuple[float, float] | None:
+    """(extent, solidity) of the largest foreground blob of ``image``, or None if there is none.
+
+    extent = blob area / area of its bounding box (square ~1.0, circle ~0.79 = pi/4,
+    triangle ~0.5, star ~0.4); solidity = blob area / area of its convex hull (star ~0.6,
+    the convex shapes > 0.85). Foreground as in ``dominant_colour``; pure numpy + scipy.
+    """
+    from scipy import ndimage
+    from scipy.spatial import ConvexHull, QhullError
+
+    mask = _foreground(_as_rgb_array(image), min_distance)
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return None
+    sizes = ndimage.sum(mask, labels, range(1, n + 1))
+    blob = labels == int(np.argmax(sizes)) + 1
+    area = float(blob.sum())
+    if area < 4:
+        return None
+    ys, xs = np.nonzero(blob)
+    extent = area / float((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
+    corners = np.concatenate([np.stack([ys + dy, xs + dx], 1) for dy in (0, 1) for dx in (0, 1)])
+    try:
+        solidity = area / float(ConvexHull(corners).volume)  # in 2-D, "volume" is the area
+    except QhullError:  # a blob one pixel wide
+        return None
+    return extent, solidity
+
+
+#: Decision thresholds of ``dominant_shape`` (midway between the classes' ranges measured on
+#: held-out renders and on the tiny VAE's reconstructions of them).
+SHAPE_RULES = {"star_below_solidity": 0.77, "triangle_below_extent": 0.67, "circle_below_extent": 0.87}
+
+
+def dominant_shape(image, min_distance: float = 60.0) -> str | None:
+    """Name of the shape of the largest foreground blob, from its geometry alone.
+
+    Star if the blob is far from convex (solidity below 0.77); otherwise by how much of its
+    bounding box it fills (extent): triangle below 0.67, circle below 0.87, else square.
+    Like ``dominant_colour``, independent of any neural network, so together they judge
+    whether a generated image shows the prompted colour and shape. None when there is no
+    foreground blob. Assumes the shapes world's upright, unrotated shapes.
+    """
+    f = shape_features(image, min_distance)
+    if f is None:
+        return None
+    extent, solidity = f
+    if solidity < SHAPE_RULES["star_below_solidity"]:
+        return "star"
+    if extent < SHAPE_RULES["triangle_below_extent"]:
+        return "triangle"
+    if extent < SHAPE_RULES["circle_below_extent"]:
+        return "circle"
+    return "square"

@@ -43,50 +43,6 @@ def _grade(course: Path, *args: str) -> subprocess.CompletedProcess:
                           cwd=course, env=env, capture_output=True, text=True, timeout=1800)
 
 
-@pytest.fixture(scope="module",
-                params=[pytest.param(m, marks=pytest.mark.xdist_group(m)) for m in LESSONS])
-def lesson(request):
-    return subs.load_lesson(request.param)
-
-
-@pytest.fixture(scope="module")
-def course(lesson, tmp_path_factory) -> Path:
-    """A copy of the course with a fresh gradebook; this lesson's release regenerated."""
-    dest = subs.copy_course(tmp_path_factory.mktemp(lesson.assignment))
-    shutil.rmtree(dest / "notebooks" / lesson.assignment)
-    res = _grade(dest, "release", "-a", lesson.assignment)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return dest
-
-
-def test_release_matches_committed_notebooks(course, lesson):
-    aid = lesson.assignment
-    generated = sorted(p.relative_to(course) for p in (course / "notebooks" / aid).rglob("*.ipynb"))
-    committed = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks" / aid).rglob("*.ipynb"))
-    assert generated == committed, "notebooks/ lists other notebooks than solutions/ generates"
-    for rel in generated:
-        assert (course / rel).read_bytes() == (ROOT / rel).read_bytes(), (
-            f"{rel} differs from what `make assignments` generates: run it and commit the result")
-
-
-def test_release_has_no_solutions_or_hidden_tests(course, lesson):
-    for path in (course / "notebooks" / lesson.assignment).rglob("*.ipynb"):
-        text = path.read_text()
-        for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders"):
-            assert needle not in text, f"{path.name} contains {needle!r}"
-        source = subs.read(course / "solutions" / path.parent.name / path.name)
-        for gid, answer in subs.reference_answers(source).items():
-            body = [l.strip() for l in answer.splitlines() if l.strip()]
-            released = subs.read(path)
-            cell = next(c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-            # every line that was between the solution markers is gone from the release
-            inner = [l.strip() for l in _solution_lines(source, gid)]
-            leaked = [l for l in inner if l and l in cell.source.splitlines()
-                      and not l.startswith("#") and l not in ("raise NotImplementedError()",)]
-            assert not leaked, f"{gid}: solution lines leaked into the release: {leaked}"
-            assert body  # the reference answer is not empty
-
-
 def _solution_lines(nb, gid):
     cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
     inside, out = False, []
@@ -138,24 +94,6 @@ def _plan(course: Path, lesson):
     return plan
 
 
-@pytest.fixture(scope="module")
-def graded(course, lesson):
-    plan = _plan(course, lesson)
-    submitted = course / "graders" / "workspace" / "submitted"
-    for student, (aid, nb, _) in plan.items():
-        folder = submitted / student / aid
-        folder.mkdir(parents=True, exist_ok=True)
-        if isinstance(nb, bytes):
-            (folder / f"{aid}.ipynb").write_bytes(nb)
-        elif nb is not None:
-            subs.write(nb, folder / f"{aid}.ipynb")
-    res = _grade(course, "autograde", "-a", lesson.assignment)
-    assert res.returncode == 0, res.stdout + res.stderr
-    with (course / "graders" / "workspace" / "autograde-report.csv").open() as f:
-        report = {r["student"]: r["status"] for r in csv.DictReader(f)}
-    return plan, report, res.stdout
-
-
 def _cell_scores(course, aid, student):
     from nbgrader.api import Gradebook, MissingEntry
 
@@ -169,92 +107,154 @@ def _cell_scores(course, aid, student):
                 if g.cell.cell_type == "code"}
 
 
-def test_every_submission_is_reported(graded):
-    plan, report, stdout = graded
-    assert set(report) == set(plan), stdout
-    for student, status in report.items():
-        assert student in stdout, f"{student} missing from the autograde summary"
+class RoundTrip:
+    """The round trip of one lesson (``LESSON``, a graders/mutants module name). One subclass per
+    lesson below: ``--dist loadscope`` keeps a class on one xdist worker, so each lesson's course copy
+    and autograde run are made once, and different lessons grade in parallel."""
+
+    LESSON = ""
+
+    @pytest.fixture(scope="class")
+    def lesson(self, request):
+        return subs.load_lesson(request.cls.LESSON)
+
+    @pytest.fixture(scope="class")
+    def course(self, lesson, tmp_path_factory) -> Path:
+        """A copy of the course with a fresh gradebook; this lesson's release regenerated."""
+        dest = subs.copy_course(tmp_path_factory.mktemp(lesson.assignment))
+        shutil.rmtree(dest / "notebooks" / lesson.assignment)
+        res = _grade(dest, "release", "-a", lesson.assignment)
+        assert res.returncode == 0, res.stdout + res.stderr
+        return dest
+
+    def test_release_matches_committed_notebooks(self, course, lesson):
+        aid = lesson.assignment
+        generated = sorted(p.relative_to(course) for p in (course / "notebooks" / aid).rglob("*.ipynb"))
+        committed = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks" / aid).rglob("*.ipynb"))
+        assert generated == committed, "notebooks/ lists other notebooks than solutions/ generates"
+        for rel in generated:
+            assert (course / rel).read_bytes() == (ROOT / rel).read_bytes(), (
+                f"{rel} differs from what `make assignments` generates: run it and commit the result")
+
+    def test_release_has_no_solutions_or_hidden_tests(self, course, lesson):
+        for path in (course / "notebooks" / lesson.assignment).rglob("*.ipynb"):
+            text = path.read_text()
+            for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders"):
+                assert needle not in text, f"{path.name} contains {needle!r}"
+            source = subs.read(course / "solutions" / path.parent.name / path.name)
+            for gid, answer in subs.reference_answers(source).items():
+                body = [l.strip() for l in answer.splitlines() if l.strip()]
+                released = subs.read(path)
+                cell = next(c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+                # every line that was between the solution markers is gone from the release
+                inner = [l.strip() for l in _solution_lines(source, gid)]
+                leaked = [l for l in inner if l and l in cell.source.splitlines()
+                          and not l.startswith("#") and l not in ("raise NotImplementedError()",)]
+                assert not leaked, f"{gid}: solution lines leaked into the release: {leaked}"
+                assert body  # the reference answer is not empty
+
+    @pytest.fixture(scope="class")
+    def graded(self, course, lesson):
+        plan = _plan(course, lesson)
+        submitted = course / "graders" / "workspace" / "submitted"
+        for student, (aid, nb, _) in plan.items():
+            folder = submitted / student / aid
+            folder.mkdir(parents=True, exist_ok=True)
+            if isinstance(nb, bytes):
+                (folder / f"{aid}.ipynb").write_bytes(nb)
+            elif nb is not None:
+                subs.write(nb, folder / f"{aid}.ipynb")
+        res = _grade(course, "autograde", "-a", lesson.assignment)
+        assert res.returncode == 0, res.stdout + res.stderr
+        with (course / "graders" / "workspace" / "autograde-report.csv").open() as f:
+            report = {r["student"]: r["status"] for r in csv.DictReader(f)}
+        return plan, report, res.stdout
+
+    def test_every_submission_is_reported(self, graded):
+        plan, report, stdout = graded
+        assert set(report) == set(plan), stdout
+        for student, status in report.items():
+            assert student in stdout, f"{student} missing from the autograde summary"
+
+    @pytest.mark.parametrize("kind", ["reference", "blank", "tamper"])
+    def test_all_or_nothing_submissions(self, graded, course, kind):
+        plan, report, stdout = graded
+        for student, (aid, _, expect) in plan.items():
+            if not student.endswith(f"--{kind}"):
+                continue
+            scores = _cell_scores(course, aid, student)
+            assert scores, f"{student}: nothing in the gradebook ({report[student]})"
+            for cell, (score, maximum) in scores.items():
+                wanted = maximum if expect["all"] == "full" else 0
+                assert score == wanted, f"{student}: {cell} scored {score}/{maximum}, expected {wanted}"
+
+    def test_known_wrong_answers_lose_only_their_exercise(self, graded, course):
+        plan, report, _ = graded
+        checked = 0
+        for student, (aid, _, expect) in plan.items():
+            if "--wrong" not in student:
+                continue
+            scores = _cell_scores(course, aid, student)
+            assert scores, f"{student}: {report[student]}"
+            by_ex: dict[str, list] = {}
+            for cell, (score, maximum) in scores.items():
+                by_ex.setdefault(subs.exercise_of(cell), []).append((cell, score, maximum))
+            for ex, cells in by_ex.items():
+                got = sum(s for _, s, _ in cells)
+                top = sum(m for _, _, m in cells)
+                if ex in expect["wrong"]:
+                    assert got < top, f"{student} ({expect['names']}): {ex} kept all {top} points"
+                    assert any(s == 0 for _, s, _ in cells), f"{student}: no cell of {ex} scored 0"
+                else:
+                    assert got == top, f"{student} ({expect['names']}): correct {ex} lost points: {cells}"
+                checked += 1
+        assert checked
+
+    def test_crash_malformed_and_missing_are_reported_not_recorded(self, graded, course):
+        plan, report, _ = graded
+        for student, (aid, _, expect) in plan.items():
+            if "failed" not in expect:
+                continue
+            assert report[student].startswith("FAILED"), f"{student}: {report[student]}"
+            assert expect["failed"] in report[student].lower(), report[student]
+            assert _cell_scores(course, aid, student) is None, f"{student} left a grade in the gradebook"
+            assert (course / "graders" / "workspace" / "submitted" / student / aid).exists()
+
+    def test_infinite_loop_and_deleted_test_cell(self, graded, course):
+        plan, report, _ = graded
+        for student, (aid, _, expect) in plan.items():
+            if "timeout_cell" not in expect:
+                continue
+            scores = _cell_scores(course, aid, student)
+            assert scores, report[student]
+            looping_ex = subs.exercise_of(expect["timeout_cell"])
+            assert expect["restored"] in scores, "the deleted test cell was not restored"
+            for cell, (score, maximum) in scores.items():
+                if subs.exercise_of(cell) == looping_ex:
+                    assert score == 0, f"{cell} should time out and score 0, got {score}"
+                else:
+                    assert score == maximum, f"{cell}: {score}/{maximum} (only the looping exercise may lose)"
+
+    def test_feedback_and_grades_csv(self, graded, course, lesson):
+        res = _grade(course, "feedback", "-s", f"{lesson.assignment}--reference")
+        assert res.returncode == 0, res.stdout + res.stderr
+        html = list((course / "graders" / "workspace" / "feedback").rglob("*.html"))
+        assert html, "no feedback html written"
+        out = course / "grades.csv"
+        res = _grade(course, "grades", "--out", str(out))
+        assert res.returncode == 0, res.stdout + res.stderr
+        rows = list(csv.DictReader(out.open()))
+        plan, report, _ = graded
+        by_student = {r["student"]: r for r in rows}
+        for student, (aid, _, expect) in plan.items():
+            row = by_student[student]
+            if "failed" in expect:
+                assert row["total"] == "" and row["status"].startswith("FAILED"), row
+            if expect.get("all") == "full":
+                exercise_cols = [k for k in row if k.startswith("ex")]
+                assert exercise_cols and float(row["total"]) == sum(float(row[k]) for k in exercise_cols)
+                assert "manual grading pending" in row["status"]
 
 
-@pytest.mark.parametrize("kind", ["reference", "blank", "tamper"])
-def test_all_or_nothing_submissions(graded, course, kind):
-    plan, report, stdout = graded
-    for student, (aid, _, expect) in plan.items():
-        if not student.endswith(f"--{kind}"):
-            continue
-        scores = _cell_scores(course, aid, student)
-        assert scores, f"{student}: nothing in the gradebook ({report[student]})"
-        for cell, (score, maximum) in scores.items():
-            wanted = maximum if expect["all"] == "full" else 0
-            assert score == wanted, f"{student}: {cell} scored {score}/{maximum}, expected {wanted}"
-
-
-def test_known_wrong_answers_lose_only_their_exercise(graded, course):
-    plan, report, _ = graded
-    checked = 0
-    for student, (aid, _, expect) in plan.items():
-        if "--wrong" not in student:
-            continue
-        scores = _cell_scores(course, aid, student)
-        assert scores, f"{student}: {report[student]}"
-        by_ex: dict[str, list] = {}
-        for cell, (score, maximum) in scores.items():
-            by_ex.setdefault(subs.exercise_of(cell), []).append((cell, score, maximum))
-        for ex, cells in by_ex.items():
-            got = sum(s for _, s, _ in cells)
-            top = sum(m for _, _, m in cells)
-            if ex in expect["wrong"]:
-                assert got < top, f"{student} ({expect['names']}): {ex} kept all {top} points"
-                assert any(s == 0 for _, s, _ in cells), f"{student}: no cell of {ex} scored 0"
-            else:
-                assert got == top, f"{student} ({expect['names']}): correct {ex} lost points: {cells}"
-            checked += 1
-    assert checked
-
-
-def test_crash_malformed_and_missing_are_reported_not_recorded(graded, course):
-    plan, report, _ = graded
-    for student, (aid, _, expect) in plan.items():
-        if "failed" not in expect:
-            continue
-        assert report[student].startswith("FAILED"), f"{student}: {report[student]}"
-        assert expect["failed"] in report[student].lower(), report[student]
-        assert _cell_scores(course, aid, student) is None, f"{student} left a grade in the gradebook"
-        assert (course / "graders" / "workspace" / "submitted" / student / aid).exists()
-
-
-def test_infinite_loop_and_deleted_test_cell(graded, course):
-    plan, report, _ = graded
-    for student, (aid, _, expect) in plan.items():
-        if "timeout_cell" not in expect:
-            continue
-        scores = _cell_scores(course, aid, student)
-        assert scores, report[student]
-        looping_ex = subs.exercise_of(expect["timeout_cell"])
-        assert expect["restored"] in scores, "the deleted test cell was not restored"
-        for cell, (score, maximum) in scores.items():
-            if subs.exercise_of(cell) == looping_ex:
-                assert score == 0, f"{cell} should time out and score 0, got {score}"
-            else:
-                assert score == maximum, f"{cell}: {score}/{maximum} (only the looping exercise may lose)"
-
-
-def test_feedback_and_grades_csv(graded, course, lesson):
-    res = _grade(course, "feedback", "-s", f"{lesson.assignment}--reference")
-    assert res.returncode == 0, res.stdout + res.stderr
-    html = list((course / "graders" / "workspace" / "feedback").rglob("*.html"))
-    assert html, "no feedback html written"
-    out = course / "grades.csv"
-    res = _grade(course, "grades", "--out", str(out))
-    assert res.returncode == 0, res.stdout + res.stderr
-    rows = list(csv.DictReader(out.open()))
-    plan, report, _ = graded
-    by_student = {r["student"]: r for r in rows}
-    for student, (aid, _, expect) in plan.items():
-        row = by_student[student]
-        if "failed" in expect:
-            assert row["total"] == "" and row["status"].startswith("FAILED"), row
-        if expect.get("all") == "full":
-            exercise_cols = [k for k in row if k.startswith("ex")]
-            assert exercise_cols and float(row["total"]) == sum(float(row[k]) for k in exercise_cols)
-            assert "manual grading pending" in row["status"]
+for _name in LESSONS:
+    globals()[f"TestRoundTrip_{_name}"] = type(f"TestRoundTrip_{_name}", (RoundTrip,), {"LESSON": _name})

@@ -104,13 +104,6 @@ def test_clip_zero_shot_floor_and_relation_limitation(loaded):
     assert rel["acc"] <= 0.70, rel  # near chance (0.5): CLIP is close to a bag of words
 
 
-# Quality floors of issue 3 not reached by the shipped weights (measured on the held-out data:
-# VAE 22.5 dB shapes / 19.7 dB photos; pipeline adherence 0.12 at guidance 7.5). They stay
-# here, run on every `make test`, and are strict: once retrained weights pass, the marker must go.
-NOT_YET = pytest.mark.xfail(strict=True, reason="issue 3 floor not reached yet by the shipped weights")
-
-
-@NOT_YET
 def test_vae_psnr_floors(loaded):
     r = evaluate.vae_psnr(loaded["vae"], n=32)
     assert r["shapes_psnr"] >= 25.0, r
@@ -126,12 +119,23 @@ def test_vae_is_sd_shaped_and_scaled(loaded):
     assert vae.config.scaling_factor == pytest.approx(1 / stats["latent_std"], rel=1e-3)
 
 
-@NOT_YET
-def test_pipeline_follows_prompts_and_guidance_matters(loaded):
-    res = evaluate.pipeline_adherence(loaded["pipe"], loaded["clip"], guidances=(1.0, 7.5), per_class=2,
-                                      steps=15, batch=48)
-    assert res["7.5"]["adherence"] >= 0.8, res
-    assert res["7.5"]["adherence"] >= res["1.0"]["adherence"] + 0.1, res
+@pytest.fixture(scope="module")
+def adherence(loaded):
+    """Adherence at guidance 1 and 7.5 on 72 prompts (3 per colour x shape class), 25 steps."""
+    return evaluate.pipeline_adherence(loaded["pipe"], guidances=(1.0, 7.5), per_class=3, steps=25, batch=72)
+
+
+def test_pipeline_follows_prompts(adherence):
+    assert adherence["7.5"]["adherence"] >= 0.8, adherence
+
+
+# Issue 3 also asks for adherence at guidance 7.5 "clearly higher" than at guidance 1. Not met
+# (216 samples: 0.889 at 1, 0.944 at 3, 0.907 at 7.5): the tiny world's captions determine the
+# picture almost completely, so guidance has little left to fix, and at 7.5 dark colours already
+# burn. Runs on every `make test`, strict: the marker must go once retrained weights pass.
+@pytest.mark.xfail(strict=True, reason="issue 3: guidance 7.5 is not yet >= 0.10 above guidance 1 (see the card)")
+def test_guidance_buys_adherence(adherence):
+    assert adherence["7.5"]["adherence"] >= adherence["1.0"]["adherence"] + 0.1, adherence
 
 
 def test_sampling_is_fast(loaded):
@@ -142,17 +146,40 @@ def test_sampling_is_fast(loaded):
 def test_trainers_smoke(tmp_path):
     from sdcourse.tiny import train_clip, train_pipeline, train_vae
 
-    sd = tmp_path / "sd"
-    s = train_vae.train(out=sd / "vae", steps=2, batch_size=4, shapes_pool=16, log_every=0, std_images=16)
-    assert (sd / "vae" / "diffusion_pytorch_model.safetensors").is_file() and s["scaling_factor"] > 0
-    train_pipeline.train(out=sd, steps=2, batch_size=8, n_images=16, log_every=0)
-    from diffusers import StableDiffusionPipeline
-    pipe = StableDiffusionPipeline.from_pretrained(str(sd))
-    assert pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
     train_clip.train(out=tmp_path / "clip", steps=2, focus_steps=2, batch_size=8, pool=64, log_every=0)
     import open_clip
     m, _, _ = open_clip.create_model_and_transforms("local-dir:" + str(tmp_path / "clip"))
     assert isinstance(m, open_clip.CLIP)
+    sd = tmp_path / "sd"
+    s = train_vae.train(out=sd / "vae", steps=2, batch_size=4, shapes_pool=16, log_every=0, std_images=16)
+    assert (sd / "vae" / "diffusion_pytorch_model.safetensors").is_file() and s["scaling_factor"] > 0
+    train_pipeline.train(out=sd, steps=2, batch_size=8, n_images=16, log_every=0, clip_dir=tmp_path / "clip")
+    from diffusers import StableDiffusionPipeline
+    pipe = StableDiffusionPipeline.from_pretrained(str(sd))
+    assert pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)
+    with pytest.raises(FileNotFoundError, match="train_clip"):
+        train_pipeline.train(out=sd, steps=1, clip_dir=tmp_path / "no-clip")
+
+
+def test_pipeline_text_encoder_is_the_frozen_tiny_clip_text_tower(loaded):
+    """As in SD 1.x (which reuses OpenAI CLIP's text tower), the tiny pipeline's text encoder is
+    the tiny CLIP's text tower: the same per-token states for the same ids."""
+    from sdcourse.tiny import convert
+
+    model, _, tok = loaded["clip"]
+    pipe = loaded["pipe"]
+    prompts = ["a red circle left of a blue square", "three orange stars", ""]
+    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                         truncation=True, return_tensors="pt").input_ids
+    ref = tok(prompts)
+    eot = pipe.tokenizer.eos_token_id
+    for row, ref_row in zip(ids.tolist(), ref.tolist()):
+        # same tokens up to and including <|endoftext|>; only the padding differs (SD pads with
+        # <|endoftext|>, open_clip with 0), and the causal mask keeps padding out of earlier states
+        n = row.index(eot) + 1
+        assert row[:n] == ref_row[:n]
+    assert convert.max_state_difference(model, pipe.text_encoder, ids) < 1e-5
+    assert pipe.tokenizer.model_max_length == model.positional_embedding.shape[0]
 
 
 # ------------------------------------------------------------------ bad input

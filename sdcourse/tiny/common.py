@@ -153,5 +153,13 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def rel(path: Path) -> str:
+    """``path`` relative to the repository root when inside it (for cards and stats)."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def dir_size_mb(path: Path) -> float:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file()) / 2**20

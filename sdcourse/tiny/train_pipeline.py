@@ -3,9 +3,10 @@
 Parts (each a standard library class, saved in the standard folder layout)::
 
     tokenizer/     transformers CLIPTokenizer (CLIP BPE vocabulary vendored from open_clip,
-                   model_max_length 32 instead of SD's 77; longer prompts are truncated
-                   exactly as in SD: first 31 tokens + <|endoftext|>)
-    text_encoder/  transformers CLIPTextModel, 2 layers, hidden size 64
+                   model_max_length 24 (the tiny CLIP's context) instead of SD's 77; longer
+                   prompts are truncated exactly as in SD: first 23 tokens + <|endoftext|>)
+    text_encoder/  transformers CLIPTextModel, 2 layers, hidden size 64: the tiny CLIP's
+                   text tower, copied weight for weight (``sdcourse.tiny.convert``) and frozen
     unet/          diffusers UNet2DConditionModel, block_out_channels (32, 64), cross-attention
                    to the text at 8x8 (down and up) and in the 4x4 middle block (dim 64)
     vae/           the tiny AutoencoderKL (trained first by train_vae.py; 64x64 px <-> 4x8x8)
@@ -14,14 +15,16 @@ Parts (each a standard library class, saved in the standard folder layout)::
 
 Training is SD's recipe at toy scale: encode shapes-world images with the frozen VAE,
 multiply by ``vae.config.scaling_factor``, add noise at a random timestep, and train the
-UNet (and, unlike SD, the text encoder too: there is no large pretrained one to reuse) to
-predict the noise from the noisy latent, the timestep and the caption's token embeddings.
+UNet to predict the noise from the noisy latent, the timestep and the caption's token
+states from the frozen text encoder (SD 1.x froze OpenAI CLIP ViT-L/14's text tower; this
+pipeline freezes the tiny CLIP's, so ``make tiny-models`` trains the CLIP first).
 15% of captions are replaced by the empty prompt "" so that the same network also learns
-the unconditional prediction that classifier-free guidance needs. The shipped UNet and
-text encoder are an exponential moving average (EMA) of the trained weights.
+the unconditional prediction that classifier-free guidance needs. The shipped UNet is an
+exponential moving average (EMA) of the trained weights.
 
-Run: ``python -m sdcourse.tiny.train_pipeline [--steps N] [--out DIR]`` (needs the VAE in
-``<out>/vae``; ``build_all`` trains it first).
+Run: ``python -m sdcourse.tiny.train_pipeline [--steps N] [--out DIR] [--clip DIR]`` (needs
+the VAE in ``<out>/vae`` and the tiny CLIP in ``<models>/tiny-clip``; ``build_all`` trains
+both first).
 """
 from __future__ import annotations
 
@@ -36,10 +39,8 @@ import torch
 from sdcourse import shapes
 from sdcourse.tiny import common, tokenizer as tok_mod
 
-MAX_LENGTH = 32
-TEXT_CONFIG = dict(vocab_size=49408, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                   num_attention_heads=2, max_position_embeddings=MAX_LENGTH, hidden_act="quick_gelu",
-                   projection_dim=64, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407)
+#: The tokenizer's model_max_length: the tiny CLIP's context length (its positional table).
+MAX_LENGTH = 24
 UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
     block_out_channels=(32, 64),
@@ -52,7 +53,7 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
                         set_alpha_to_one=False, steps_offset=1)
 KIND_PROBS = {"single": 0.85, "relation": 0.1, "count": 0.05}
-DEFAULTS = dict(steps=800, batch_size=64, lr=1e-3, seed=2024, n_images=3000, p_uncond=0.15,
+DEFAULTS = dict(steps=3000, batch_size=64, lr=2e-3, seed=2024, n_images=6000, p_uncond=0.15, caption_noise=0.0,
                 ema_decay=0.995, threads=2)
 
 
@@ -72,24 +73,59 @@ def encode_dataset(vae, n: int, seed: int, batch: int = 64):
     return torch.cat(means), torch.cat(stds), specs
 
 
+def noisy_caption(spec: dict, rng: np.random.Generator, p: float) -> str:
+    """``shapes.random_caption(spec)``, except that with probability ``p`` a single-object
+    caption names a wrong colour or (equally often) a wrong shape, like the many web captions
+    (alt-text) that misdescribe their image. It keeps p(x | caption) broad, as in SD's
+    training data, so that sampling without guidance follows the prompt less well than
+    classifier-free guidance does (which pushes towards images the caption fits best)."""
+    if p and spec["kind"] == "single" and rng.random() < p:
+        obj = dict(spec["objects"][0])
+        key, pool = ("colour", list(shapes.COLOURS)) if rng.random() < 0.5 else ("shape", list(shapes.SHAPES))
+        pool.remove(obj[key])
+        obj[key] = pool[int(rng.integers(len(pool)))]
+        spec = dict(spec, objects=[obj])
+    return shapes.random_caption(spec, rng)
+
+
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
     """Token ids exactly as ``StableDiffusionPipeline.encode_prompt`` makes them: (B, MAX_LENGTH)."""
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids
 
 
+def frozen_text_encoder(clip_dir: Path):
+    """The tiny CLIP's text tower as a frozen ``transformers.CLIPTextModel`` (checked equal)."""
+    import open_clip
+
+    from sdcourse.tiny import convert
+
+    if not (Path(clip_dir) / "open_clip_config.json").is_file():
+        raise FileNotFoundError(f"the tiny CLIP is missing ({Path(clip_dir) / 'open_clip_config.json'}); train it "
+                                f"first with `python -m sdcourse.tiny.train_clip` or `make tiny-models`")
+    name = "local-dir:" + str(clip_dir)
+    clip = open_clip.create_model(name).eval()
+    te = convert.clip_text_encoder(clip).requires_grad_(False)
+    ids = open_clip.get_tokenizer(name)(["a red circle left of a blue square", "three orange stars", ""])
+    diff = convert.max_state_difference(clip, te, ids)
+    if diff > 1e-4:
+        raise RuntimeError(f"converted text encoder differs from the CLIP text tower by {diff:g}")
+    return te
+
+
 def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
           lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"], n_images: int = DEFAULTS["n_images"],
-          p_uncond: float = DEFAULTS["p_uncond"], ema_decay: float = DEFAULTS["ema_decay"],
-          threads: int = DEFAULTS["threads"], log_every: int = 100) -> dict:
+          p_uncond: float = DEFAULTS["p_uncond"], caption_noise: float = DEFAULTS["caption_noise"],
+          ema_decay: float = DEFAULTS["ema_decay"],
+          threads: int = DEFAULTS["threads"], clip_dir: Path | None = None, log_every: int = 100) -> dict:
     """Train and save the whole pipeline folder ``out`` (default ``<models>/tiny-sd``)."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
     common.set_threads(threads)
     common.quiet_libraries()
     out = Path(out) if out else common.models_dir() / "tiny-sd"
+    clip_dir = Path(clip_dir) if clip_dir else common.models_dir() / "tiny-clip"
     vae_dir = out / "vae"
     if not (vae_dir / "config.json").is_file():
         raise FileNotFoundError(f"the tiny VAE is missing ({vae_dir / 'config.json'}); train it first with "
@@ -98,7 +134,9 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     g = common.seed_everything(seed)
     rng = np.random.default_rng(seed)
 
-    tok_mod.write_tokenizer(out / "tokenizer", max_length=MAX_LENGTH)
+    text_encoder = frozen_text_encoder(clip_dir)
+    max_length = text_encoder.config.max_position_embeddings
+    tok_mod.write_tokenizer(out / "tokenizer", max_length=max_length)
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     vae = AutoencoderKL.from_pretrained(str(vae_dir)).eval().requires_grad_(False)
     sf = float(vae.config.scaling_factor)
@@ -106,30 +144,27 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     t_encode = timer()
     print(f"[sd] encoded {n_images} images in {t_encode:.0f}s", flush=True)
 
-    text_encoder = CLIPTextModel(CLIPTextConfig(**TEXT_CONFIG))
-    text_encoder.get_input_embeddings().weight.requires_grad_(False)
     unet = UNet2DConditionModel(**UNET_CONFIG)
     noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
-    params = [p for p in list(unet.parameters()) + list(text_encoder.parameters()) if p.requires_grad]
+    params = list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, min(200, steps // 10))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
-    ema_unet, ema_te = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
-    ema_pairs = [(pe, p) for m_e, m in ((ema_unet, unet), (ema_te, text_encoder))
-                 for pe, p in zip(m_e.parameters(), m.parameters())]
-    unet.train(), text_encoder.train()
+    ema_unet = copy.deepcopy(unet).eval()
+    ema_pairs = list(zip(ema_unet.parameters(), unet.parameters()))
+    unet.train()
     ema_loss = None
     for step in range(steps):
         idx = torch.from_numpy(rng.choice(len(specs), size=batch_size, replace=False))
         eps_lat = torch.randn(mean[idx].shape, generator=g)
         latents = (mean[idx] + std[idx] * eps_lat) * sf
-        texts = ["" if rng.random() < p_uncond else shapes.random_caption(specs[int(i)], rng) for i in idx]
-        ids = tokenize(tokenizer, texts)
+        texts = ["" if rng.random() < p_uncond else noisy_caption(specs[int(i)], rng, caption_noise) for i in idx]
+        with torch.no_grad():
+            cond = text_encoder(tokenize(tokenizer, texts))[0]
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=g)
         noisy = noise_sched.add_noise(latents, noise, t)
-        cond = text_encoder(ids)[0]
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
         loss = torch.nn.functional.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
@@ -145,12 +180,14 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[sd] step {step:5d}/{steps}  loss {ema_loss:.4f}  {timer():.0f}s", flush=True)
     scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=ema_te, tokenizer=tokenizer, unet=ema_unet,
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema_unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(out), safe_serialization=True)
     stats = dict(model="tiny-sd", steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
-                 p_uncond=p_uncond, ema_decay=ema_decay, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
+                 p_uncond=p_uncond, caption_noise=caption_noise, ema_decay=ema_decay, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
+                 text_encoder_from=f"../{clip_dir.name}" if clip_dir.parent == out.parent else common.rel(clip_dir),
+                 max_length=max_length,
                  unet_params=sum(p.numel() for p in unet.parameters()),
                  text_encoder_params=sum(p.numel() for p in text_encoder.parameters()),
                  encode_wall_s=round(t_encode, 1), train_wall_s=round(timer(), 1), final_loss=round(ema_loss, 4),
@@ -164,10 +201,11 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--clip", type=Path, default=None, help="tiny CLIP folder (default <models>/tiny-clip)")
     for k, v in DEFAULTS.items():
         p.add_argument("--" + k.replace("_", "-"), type=type(v), default=v)
     a = p.parse_args(argv)
-    train(out=a.out, **{k: getattr(a, k) for k in DEFAULTS})
+    train(out=a.out, clip_dir=a.clip, **{k: getattr(a, k) for k in DEFAULTS})
 
 
 if __name__ == "__main__":

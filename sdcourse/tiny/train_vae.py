@@ -36,7 +36,7 @@ VAE_CONFIG = dict(
     sample_size=64,
     scaling_factor=1.0,  # replaced by 1 / std(latents) after training
 )
-DEFAULTS = dict(steps=1200, batch_size=16, crop=32, lr=1e-3, kl_weight=1e-6, seed=1234,
+DEFAULTS = dict(steps=3000, batch_size=16, crop=32, lr=1e-3, kl_weight=1e-6, seed=1234,
                 shapes_pool=8000, threads=2, decoder_steps=0)
 
 
