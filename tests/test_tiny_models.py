@@ -129,11 +129,9 @@ def test_pipeline_follows_prompts(adherence):
     assert adherence["7.5"]["adherence"] >= 0.8, adherence
 
 
-# Issue 3 also asks for adherence at guidance 7.5 "clearly higher" than at guidance 1. Not met
-# (216 samples: 0.889 at 1, 0.944 at 3, 0.907 at 7.5): the tiny world's captions determine the
-# picture almost completely, so guidance has little left to fix, and at 7.5 dark colours already
-# burn. Runs on every `make test`, strict: the marker must go once retrained weights pass.
-@pytest.mark.xfail(strict=True, reason="issue 3: guidance 7.5 is not yet >= 0.10 above guidance 1 (see the card)")
+# As in SD, whose web captions often misdescribe their image, the tiny pipeline is trained on
+# captions that are sometimes wrong, so guidance, not the bare conditional model, makes it follow
+# the prompt (216 samples: 0.53 at guidance 1, 0.87 at 7.5; README "Guidance and caption noise").
 def test_guidance_buys_adherence(adherence):
     assert adherence["7.5"]["adherence"] >= adherence["1.0"]["adherence"] + 0.1, adherence
 
@@ -183,6 +181,20 @@ def test_pipeline_text_encoder_is_the_frozen_tiny_clip_text_tower(loaded):
 
 
 # ------------------------------------------------------------------ bad input
+def test_caption_noise_changes_only_the_named_attribute():
+    from sdcourse.tiny import train_pipeline
+
+    rng = np.random.default_rng(0)
+    scenes = shapes.make_dataset(40, split="train", seed=3, size=64, kinds=("single",), kind_probs=(1.0,))
+    for _, _, spec in scenes:
+        caption = train_pipeline.noisy_caption(spec, rng, 1.0, "shape")
+        obj = spec["objects"][0]
+        assert obj["colour"] in caption and obj["shape"] not in caption.split(), caption
+        assert train_pipeline.noisy_caption(spec, rng, 0.0, "shape").count(obj["shape"]) == 1
+    with pytest.raises(ValueError, match="subset of"):
+        train_pipeline.noise_attributes("size")
+
+
 def test_unknown_tier_lists_the_valid_ones(monkeypatch):
     with pytest.raises(ValueError, match="auto, tiny, full"):
         models.load_vae("huge")

@@ -53,8 +53,9 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
                         set_alpha_to_one=False, steps_offset=1)
 KIND_PROBS = {"single": 0.85, "relation": 0.1, "count": 0.05}
-DEFAULTS = dict(steps=3000, batch_size=64, lr=2e-3, seed=2024, n_images=6000, p_uncond=0.15, caption_noise=0.0,
-                ema_decay=0.995, threads=2)
+DEFAULTS = dict(steps=3000, batch_size=64, lr=2e-3, seed=2024, n_images=6000, p_uncond=0.15, caption_noise=0.2,
+                caption_noise_on="shape", ema_decay=0.995, threads=2)
+NOISE_ATTRIBUTES = ("colour", "shape")
 
 
 @torch.no_grad()
@@ -73,16 +74,26 @@ def encode_dataset(vae, n: int, seed: int, batch: int = 64):
     return torch.cat(means), torch.cat(stds), specs
 
 
-def noisy_caption(spec: dict, rng: np.random.Generator, p: float) -> str:
+def noise_attributes(on: str) -> list[str]:
+    """``"colour,shape"`` -> ``["colour", "shape"]``, with a clear error for anything else."""
+    keys = [k.strip() for k in on.split(",") if k.strip()]
+    if not keys or any(k not in NOISE_ATTRIBUTES for k in keys):
+        raise ValueError(f"caption noise attributes must be a comma-separated subset of {NOISE_ATTRIBUTES}, got {on!r}")
+    return keys
+
+
+def noisy_caption(spec: dict, rng: np.random.Generator, p: float, on: str = "colour,shape") -> str:
     """``shapes.random_caption(spec)``, except that with probability ``p`` a single-object
-    caption names a wrong colour or (equally often) a wrong shape, like the many web captions
-    (alt-text) that misdescribe their image. It keeps p(x | caption) broad, as in SD's
-    training data, so that sampling without guidance follows the prompt less well than
-    classifier-free guidance does (which pushes towards images the caption fits best)."""
+    caption names a wrong value of one attribute listed in ``on`` ("shape", "colour" or
+    "colour,shape", picked with equal odds), like the many web captions (alt-text) that
+    misdescribe their image. It keeps p(x | caption) broad, as in SD's training data, so that
+    sampling without guidance follows the prompt less well than classifier-free guidance does
+    (which pushes towards images the caption fits best)."""
+    keys = noise_attributes(on)
     if p and spec["kind"] == "single" and rng.random() < p:
         obj = dict(spec["objects"][0])
-        key, pool = ("colour", list(shapes.COLOURS)) if rng.random() < 0.5 else ("shape", list(shapes.SHAPES))
-        pool.remove(obj[key])
+        key = keys[int(rng.integers(len(keys)))] if len(keys) > 1 else keys[0]
+        pool = [v for v in (shapes.COLOURS if key == "colour" else shapes.SHAPES) if v != obj[key]]
         obj[key] = pool[int(rng.integers(len(pool)))]
         spec = dict(spec, objects=[obj])
     return shapes.random_caption(spec, rng)
@@ -116,12 +127,14 @@ def frozen_text_encoder(clip_dir: Path):
 def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
           lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"], n_images: int = DEFAULTS["n_images"],
           p_uncond: float = DEFAULTS["p_uncond"], caption_noise: float = DEFAULTS["caption_noise"],
+          caption_noise_on: str = DEFAULTS["caption_noise_on"],
           ema_decay: float = DEFAULTS["ema_decay"],
           threads: int = DEFAULTS["threads"], clip_dir: Path | None = None, log_every: int = 100) -> dict:
     """Train and save the whole pipeline folder ``out`` (default ``<models>/tiny-sd``)."""
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
+    noise_attributes(caption_noise_on)
     common.set_threads(threads)
     common.quiet_libraries()
     out = Path(out) if out else common.models_dir() / "tiny-sd"
@@ -159,7 +172,8 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
         idx = torch.from_numpy(rng.choice(len(specs), size=batch_size, replace=False))
         eps_lat = torch.randn(mean[idx].shape, generator=g)
         latents = (mean[idx] + std[idx] * eps_lat) * sf
-        texts = ["" if rng.random() < p_uncond else noisy_caption(specs[int(i)], rng, caption_noise) for i in idx]
+        texts = ["" if rng.random() < p_uncond else noisy_caption(specs[int(i)], rng, caption_noise, caption_noise_on)
+                 for i in idx]
         with torch.no_grad():
             cond = text_encoder(tokenize(tokenizer, texts))[0]
         noise = torch.randn(latents.shape, generator=g)
@@ -185,14 +199,15 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(out), safe_serialization=True)
     stats = dict(model="tiny-sd", steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
-                 p_uncond=p_uncond, caption_noise=caption_noise, ema_decay=ema_decay, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
+                 p_uncond=p_uncond, caption_noise=caption_noise, caption_noise_on=caption_noise_on, ema_decay=ema_decay, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
                  text_encoder_from=f"../{clip_dir.name}" if clip_dir.parent == out.parent else common.rel(clip_dir),
                  max_length=max_length,
                  unet_params=sum(p.numel() for p in unet.parameters()),
                  text_encoder_params=sum(p.numel() for p in text_encoder.parameters()),
                  encode_wall_s=round(t_encode, 1), train_wall_s=round(timer(), 1), final_loss=round(ema_loss, 4),
                  peak_rss_mb=round(common.peak_rss_mb()), threads=torch.get_num_threads(),
-                 command=f"python -m sdcourse.tiny.train_pipeline --steps {steps}")
+                 command=f"python -m sdcourse.tiny.train_pipeline --steps {steps} --caption-noise {caption_noise} "
+                         f"--caption-noise-on {caption_noise_on}")
     common.write_json(out / "training_stats.json", stats)
     print(f"[sd] saved to {out}  {stats['train_wall_s']}s", flush=True)
     return stats
