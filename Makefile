@@ -64,7 +64,7 @@ feedback: $(STAMP) ## write HTML feedback for every autograded submission
 grades: $(STAMP) ## export graders/workspace/grades.csv: totals and a per-exercise breakdown
 	$(INSTRUCTOR) $(BIN)/python graders/grade.py grades
 
-tiny-models: $(STAMP) ## retrain the offline tiny models from scratch and re-measure them (2-core CPU: ~40 min)
+tiny-models: $(STAMP) ## retrain the offline tiny models from scratch and re-measure them (2-core CPU: 16-35 min)
 	$(BIN)/python -m sdcourse.tiny.build_all
 
 eval-tiny: $(STAMP) ## re-measure the tiny models' quality figures

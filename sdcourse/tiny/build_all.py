@@ -32,8 +32,6 @@ def _start(module: str, *args: str) -> subprocess.Popen:
 def _wait(procs: dict[str, subprocess.Popen]) -> None:
     failed = [name for name, p in procs.items() if p.wait() != 0]
     if failed:
-        for p in procs.values():
-            p.kill()
         raise SystemExit(f"[build_all] training failed: {', '.join(failed)} (see the log above)")
 
 

@@ -16,8 +16,9 @@ Figures (all on held-out data the trainers never saw):
   at guidance 1, 3, 7.5 and 20 with 25 DDIM steps. The judge uses no neural network: the
   colour comes from pixel statistics (``shapes.dominant_colour``), the shape from the
   geometry of the largest foreground blob (``shapes.dominant_shape``); its accuracy is
-  measured on real held-out scenes and on their VAE reconstructions. What high guidance costs: foreground saturation, clipped-pixel fraction and diversity (mean
-  per-pixel std over the 9 samples of one prompt).
+  measured on real held-out scenes and on their VAE reconstructions. What high guidance
+  costs: foreground saturation, clipped-pixel fraction and diversity (mean per-pixel std
+  over the 9 samples of one prompt).
 * Speed / size: 25-step sampling time for one image, load time of each model and peak
   memory of a fresh process that loads all three and samples once.
 """

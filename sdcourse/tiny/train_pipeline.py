@@ -39,8 +39,6 @@ import torch
 from sdcourse import shapes
 from sdcourse.tiny import common, tokenizer as tok_mod
 
-#: The tokenizer's model_max_length: the tiny CLIP's context length (its positional table).
-MAX_LENGTH = 24
 UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
     block_out_channels=(32, 64),
@@ -100,7 +98,7 @@ def noisy_caption(spec: dict, rng: np.random.Generator, p: float, on: str = "col
 
 
 def tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
-    """Token ids exactly as ``StableDiffusionPipeline.encode_prompt`` makes them: (B, MAX_LENGTH)."""
+    """Token ids exactly as ``StableDiffusionPipeline.encode_prompt`` makes them: (B, model_max_length)."""
     return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
                      return_tensors="pt").input_ids
 
