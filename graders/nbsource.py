@@ -4,29 +4,31 @@ The committed source of every lesson is ``solutions/<a>/<a>.ipynb``. Editing nbg
 metadata by hand in JSON is error-prone, so this tool converts a notebook to a readable
 text form and back; the text form is a working copy, never committed.
 
-    python graders/nbsource.py export solutions/A/A.ipynb > /tmp/A.txt   # notebook -> text
-    python graders/nbsource.py build /tmp/A.txt solutions/A/A.ipynb      # text -> notebook
+    python -m graders.nbsource export solutions/A/A.ipynb > /tmp/A.txt   # notebook -> text
+    python -m graders.nbsource build /tmp/A.txt solutions/A/A.ipynb      # text -> notebook
                                                                         # (executes it and keeps
                                                                         # only NBVAL_CHECK_OUTPUT outputs)
-Text form: each cell starts with a header line ``%% <kind> [grade_id] [points=N]``:
+Text form: each cell starts with a header line ``%% <kind> [grade_id] [points=N] [tags=a,b]``:
 
     %% md                          markdown
     %% code                        ordinary code cell
     %% solution ex1_name           code the student writes (### BEGIN/END SOLUTION inside)
     %% test ex1_name_test 1        autograded test cell worth 1 point (locked;
                                    ### BEGIN/END HIDDEN TESTS inside for hidden lines)
-    %% answer q1_name 1            manually graded free-response markdown cell
+    %% answer q1_name points=1     manually graded free-response markdown cell
+    %% code tags=setup             a cell the tests need (imports, a loaded model): see
+                                   graders/README.md for the tags the harness reads
 """
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+from graders import course
+
 KINDS = ("md", "code", "solution", "test", "answer")
 CHECK_OUTPUT = "# NBVAL_CHECK_OUTPUT"
 
@@ -63,11 +65,13 @@ def parse(text: str) -> nbformat.NotebookNode:
             if "".join(body).strip():
                 raise ValueError("text before the first '%%' header")
             return
-        kind, grade_id, points = header
+        kind, grade_id, points, tags = header
         src = "".join(body).strip("\n")
         cell = (nbformat.v4.new_markdown_cell(src) if kind in ("md", "answer")
                 else nbformat.v4.new_code_cell(src))
         cell.metadata.update(_meta(kind, grade_id, points))
+        if tags:
+            cell.metadata["tags"] = tags
         nb.cells.append(cell)
 
     for line in text.splitlines(keepends=True):
@@ -77,9 +81,17 @@ def parse(text: str) -> nbformat.NotebookNode:
             kind = parts[0]
             if kind not in KINDS:
                 raise ValueError(f"unknown cell kind {kind!r} in {line!r}; use one of {KINDS}")
-            grade_id = parts[1] if len(parts) > 1 else None
-            points = float(parts[2].removeprefix("points=")) if len(parts) > 2 else None
-            header, body = (kind, grade_id, points), []
+            grade_id, points, tags = None, None, []
+            for part in parts[1:]:
+                if part.startswith("points="):
+                    points = float(part.removeprefix("points="))
+                elif part.startswith("tags="):
+                    tags = [t for t in part.removeprefix("tags=").split(",") if t]
+                elif grade_id is None:
+                    grade_id = part
+                else:
+                    points = float(part)
+            header, body = (kind, grade_id, points, tags), []
         else:
             body.append(line)
     flush()
@@ -101,6 +113,9 @@ def export(nb: nbformat.NotebookNode) -> str:
             head = f"solution {meta['grade_id']}"
         else:
             head = "md" if cell.cell_type == "markdown" else "code"
+        tags = cell.metadata.get("tags") or []
+        if tags:
+            head += " tags=" + ",".join(tags)
         out.append(f"%% {head}\n{cell.source}\n\n")
     return "".join(out)
 
@@ -109,10 +124,8 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, timeout: int = 600) -> None:
     """Run the notebook in place (instructor environment: ``graders`` importable)."""
     from nbclient import NotebookClient
 
-    env_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    os.environ["PYTHONPATH"] = env_path
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
-                   resources={"metadata": {"path": str(cwd)}}).execute()
+                   resources={"metadata": {"path": str(cwd)}}).execute(env=course.instructor_env())
 
 
 def keep_checked_outputs(nb: nbformat.NotebookNode) -> None:

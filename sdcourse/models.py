@@ -5,16 +5,19 @@ Every loader takes ``tier``:
 * ``"full"``: the real weights from the Hugging Face hub (open_clip ViT-B-32 trained on
   LAION-2B; the SD 1.x VAE, scaling factor 0.18215; the SD 1.x pipeline). Needs internet or
   a filled cache; a GPU is recommended for the pipeline.
-* ``"tiny"``: small models trained by this project on shapes world (and, for the VAE,
-  scikit-image's sample photos), shipped in ``data/models/`` and loaded by *the same
-  library calls* from local folders. Rebuild them with ``make tiny-models``.
-* ``"auto"`` (default): ``full`` when its files are already in the local hub cache (decided
-  from the cache, never by probing the network), else ``tiny``. ``$SDCOURSE_TIER``
-  (``tiny`` / ``full`` / ``auto``) overrides ``"auto"``; an explicit ``"tiny"`` or
-  ``"full"`` argument always wins.
+* ``"tiny"``: small models trained by this project on shapes world and bundled photos,
+  shipped in ``data/models/`` and loaded by *the same library calls* from local folders.
+  Rebuild them with ``make tiny-models``.
+* ``"auto"`` (default): decided ONCE per Python session for every model, so a lesson never
+  mixes a full VAE with a tiny pipeline: ``full`` when every full-tier model (CLIP and the
+  SD 1.x pipeline, which holds the VAE) is already in the local hub cache (read from the
+  cache, never by probing the network), else ``tiny``. ``$SDCOURSE_TIER`` (``tiny`` /
+  ``full`` / ``auto``) overrides ``"auto"``; an explicit ``"tiny"`` or ``"full"`` argument
+  always wins.
 
-Each loader prints one line saying which tier it uses and how to switch, and keeps stderr
-quiet (no progress bars, no warnings).
+Each loader prints one line saying which tier it uses and how to switch, keeps stderr quiet
+(no progress bars, no warnings), and marks what it returns with its tier:
+:func:`tier_of` (``"tiny"`` or ``"full"``), so a notebook never resolves the tier twice.
 
 ``$SDCOURSE_MODELS_DIR`` replaces ``<repo>/data/models`` as the home of the tiny models.
 """
@@ -22,14 +25,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from sdcourse.device import get_device
 
-__all__ = ["load_clip", "load_vae", "load_pipeline", "resolve_tier", "models_dir", "TIERS",
-           "FULL_CLIP", "FULL_SD", "ModelFilesError"]
+__all__ = ["load_clip", "load_vae", "load_pipeline", "tier_of", "resolve_tier", "session_tier",
+           "models_dir", "TIERS", "FULL_CLIP", "FULL_SD", "ModelFilesError"]
 
 TIERS = ("auto", "tiny", "full")
 #: open_clip (model name, pretrained tag) of the full-tier CLIP.
@@ -39,16 +44,7 @@ FULL_SD = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 TINY_CLIP = "tiny-clip"
 TINY_SD = "tiny-sd"
 REBUILD = "make tiny-models  (python -m sdcourse.tiny.build_all)"
-
-_CLIP_FILES = ("open_clip_config.json", "open_clip_model.safetensors")
-_VAE_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
-_SD_FILES = (
-    "model_index.json", "scheduler/scheduler_config.json",
-    "text_encoder/config.json", "text_encoder/model.safetensors",
-    "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json",
-    "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
-    "vae/config.json", "vae/diffusion_pytorch_model.safetensors",
-)
+TIER_ATTR = "sdcourse_tier"
 
 
 class ModelFilesError(FileNotFoundError):
@@ -61,6 +57,16 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parent.parent / "data" / "models"
 
 
+def tier_of(obj: Any) -> str:
+    """``"tiny"`` or ``"full"``: the tier a loader of this module returned ``obj`` from (a
+    CLIP model, a VAE or a pipeline). Raises ``ValueError`` for anything else."""
+    tier = getattr(obj, TIER_ATTR, None)
+    if tier not in ("tiny", "full"):
+        raise ValueError(f"{type(obj).__name__} was not loaded by sdcourse.models, so its tier is unknown")
+    return tier
+
+
+# ------------------------------------------------------------------ quiet libraries
 def _quiet() -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -79,25 +85,6 @@ def _quiet() -> None:
         pass
 
 
-def resolve_tier(tier: str = "auto", what: str = "pipeline") -> str:
-    """Return ``"tiny"`` or ``"full"`` for a requested tier.
-
-    ``what`` is ``"clip"``, ``"vae"`` or ``"pipeline"`` (``auto`` checks that model's files
-    in the hub cache). Raises ``ValueError`` for an unknown tier.
-    """
-    env = os.environ.get("SDCOURSE_TIER", "").strip().lower()
-    if env and env not in TIERS:
-        raise ValueError(f"SDCOURSE_TIER={env!r} is not a valid tier; use one of: {', '.join(TIERS)}")
-    if not isinstance(tier, str) or tier.lower() not in TIERS:
-        raise ValueError(f"unknown tier {tier!r}; valid tiers are: {', '.join(TIERS)}")
-    tier = tier.lower()
-    if tier == "auto" and env:
-        tier = env
-    if tier != "auto":
-        return tier
-    return "full" if _full_in_cache(what) else "tiny"
-
-
 # ------------------------------------------------------------------ hub-cache checks (no network)
 def _cached(repo: str, filename: str) -> str | None:
     from huggingface_hub import try_to_load_from_cache
@@ -114,8 +101,7 @@ def _full_clip_checkpoint() -> str | None:
     try:
         import open_clip
 
-        cfg = open_clip.get_pretrained_cfg(*FULL_CLIP)
-        repo = cfg.get("hf_hub", "").strip("/")
+        repo = open_clip.get_pretrained_cfg(*FULL_CLIP).get("hf_hub", "").strip("/")
     except Exception:
         return None
     if not repo:
@@ -129,8 +115,7 @@ def _full_clip_checkpoint() -> str | None:
 
 def _full_sd_cached(parts=("vae", "unet", "text_encoder")) -> bool:
     need = ["model_index.json"] if len(parts) > 1 else []
-    for part in parts:
-        need.append(f"{part}/config.json")
+    need += [f"{part}/config.json" for part in parts]
     if not all(_cached(FULL_SD, f) for f in need):
         return False
     for part in parts:
@@ -143,12 +128,34 @@ def _full_sd_cached(parts=("vae", "unet", "text_encoder")) -> bool:
     return True
 
 
-def _full_in_cache(what: str) -> bool:
-    if what == "clip":
-        return _full_clip_checkpoint() is not None
-    if what == "vae":
-        return _full_sd_cached(("vae",))
-    return _full_sd_cached()
+# ------------------------------------------------------------------ tier resolution
+_SESSION: dict[str, str] = {}
+
+
+def _env_tier() -> str:
+    env = os.environ.get("SDCOURSE_TIER", "").strip().lower()
+    if env and env not in TIERS:
+        raise ValueError(f"SDCOURSE_TIER={env!r} is not a valid tier; use one of: {', '.join(TIERS)}")
+    return env
+
+
+def session_tier() -> str:
+    """The tier ``"auto"`` means in this Python session, decided on first use and kept:
+    ``full`` only when every full-tier model is in the local cache."""
+    if "auto" not in _SESSION:
+        _SESSION["auto"] = "full" if (_full_clip_checkpoint() and _full_sd_cached()) else "tiny"
+    return _SESSION["auto"]
+
+
+def resolve_tier(tier: str = "auto") -> str:
+    """``"tiny"`` or ``"full"`` for a requested tier; raises ``ValueError`` for an unknown one."""
+    env = _env_tier()
+    if not isinstance(tier, str) or tier.lower() not in TIERS:
+        raise ValueError(f"unknown tier {tier!r}; valid tiers are: {', '.join(TIERS)}")
+    tier = tier.lower()
+    if tier == "auto" and env:
+        tier = env
+    return session_tier() if tier == "auto" else tier
 
 
 # ------------------------------------------------------------------ tiny-folder checks
@@ -167,9 +174,8 @@ def _check_folder(folder: Path, files, name: str) -> Path:
                 from safetensors import safe_open
 
                 with safe_open(str(p), framework="pt") as fh:
-                    keys = list(fh.keys())
-                if not keys:
-                    raise ValueError("no tensors in file")
+                    if not list(fh.keys()):
+                        raise ValueError("no tensors in file")
             elif p.stat().st_size == 0:
                 raise ValueError("empty file")
         except Exception as e:  # noqa: BLE001 - any parse error means a corrupted file
@@ -177,10 +183,6 @@ def _check_folder(folder: Path, files, name: str) -> Path:
                 f"the tiny {name} has a corrupted file: {p} ({type(e).__name__}: {e}). "
                 f"Rebuild the tiny models with `{REBUILD}`.") from e
     return folder
-
-
-def _say(line: str) -> None:
-    print("sdcourse: " + line, flush=True)
 
 
 def _rel(p: Path) -> str:
@@ -200,57 +202,125 @@ def _full_failed(what: str, err: Exception) -> RuntimeError:
         f"machine with internet.")
 
 
-# ------------------------------------------------------------------ CLIP
+# ------------------------------------------------------------------ the library calls (both tiers)
+def _clip_from(name: str, pretrained: str | None, device):
+    """``open_clip.create_model_and_transforms`` + ``get_tokenizer``: (model, preprocess, tokenizer)."""
+    import open_clip
+
+    model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    return model.eval(), preprocess, open_clip.get_tokenizer(name)
+
+
+def _vae_from(source: str, subfolder: str | None, device, local_files_only: bool):
+    """``AutoencoderKL.from_pretrained(source, subfolder=...)``."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=local_files_only)
+    return vae.to(device).eval()
+
+
+def _pipeline_from(source: str, device, local_files_only: bool, dtype=torch.float32):
+    """``StableDiffusionPipeline.from_pretrained(source, ...)``, safety checker off."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(
+        source, safety_checker=None, requires_safety_checker=False, feature_extractor=None,
+        dtype=dtype, local_files_only=local_files_only)
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ------------------------------------------------------------------ the table
+@dataclass(frozen=True)
+class _Spec:
+    name: str                                   # "CLIP", "VAE", "text-to-image pipeline"
+    tiny_folder: tuple[str, ...]                # under models_dir()
+    tiny_files: tuple[str, ...]
+    tiny: Callable[[Path, torch.device], Any]
+    full: Callable[[torch.device], Any]
+    full_what: str                              # what the full tier is, in words
+    tiny_note: Callable[[Any], str] = lambda obj: ""
+
+
+def _tiny_clip(folder: Path, device):
+    return _clip_from("local-dir:" + str(folder), None, device)
+
+
+def _full_clip(device):
+    # cached: load the cached file directly (no network); else the hub tag (downloads)
+    return _clip_from(FULL_CLIP[0], _full_clip_checkpoint() or FULL_CLIP[1], device)
+
+
+def _full_pipeline(device):
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    return _pipeline_from(FULL_SD, device, local_files_only=_full_sd_cached(), dtype=dtype)
+
+
+_SPECS = {
+    "clip": _Spec("CLIP", (TINY_CLIP,), ("open_clip_config.json", "open_clip_model.safetensors"),
+                  _tiny_clip, _full_clip, f"open_clip {FULL_CLIP[0]} ({FULL_CLIP[1]})"),
+    "vae": _Spec("VAE", (TINY_SD, "vae"), ("config.json", "diffusion_pytorch_model.safetensors"),
+                 lambda folder, device: _vae_from(str(folder.parent), "vae", device, local_files_only=True),
+                 lambda device: _vae_from(FULL_SD, "vae", device, local_files_only=_full_sd_cached(("vae",))),
+                 f"the SD 1.x VAE ({FULL_SD}, subfolder 'vae')",
+                 tiny_note=lambda vae: f", scaling_factor {vae.config.scaling_factor}"),
+    "pipeline": _Spec("text-to-image pipeline", (TINY_SD,), (
+        "model_index.json", "scheduler/scheduler_config.json",
+        "text_encoder/config.json", "text_encoder/model.safetensors",
+        "tokenizer/vocab.json", "tokenizer/merges.txt", "tokenizer/tokenizer_config.json",
+        "unet/config.json", "unet/diffusion_pytorch_model.safetensors",
+        "vae/config.json", "vae/diffusion_pytorch_model.safetensors"),
+        lambda folder, device: _pipeline_from(str(folder), device, local_files_only=True),
+        _full_pipeline, f"the SD 1.x pipeline ({FULL_SD}; GPU recommended)"),
+}
+
+
+def _mark(obj: Any, tier: str) -> None:
+    setattr(obj[0] if isinstance(obj, tuple) else obj, TIER_ATTR, tier)
+
+
+def _load(kind: str, tier: str, device):
+    spec = _SPECS[kind]
+    _quiet()
+    tier = resolve_tier(tier)
+    device = torch.device(device) if device is not None else get_device()
+    if tier == "tiny":
+        folder = _check_folder(models_dir().joinpath(*spec.tiny_folder), spec.tiny_files, spec.name)
+        try:
+            obj = spec.tiny(folder, device)
+        except Exception as e:  # noqa: BLE001
+            raise ModelFilesError(f"the tiny {spec.name} in {folder} could not be loaded "
+                                  f"({type(e).__name__}: {e}); rebuild it with `{REBUILD}`.") from e
+        note = spec.tiny_note(obj[0] if isinstance(obj, tuple) else obj)
+        print(f"sdcourse: using the tiny {spec.name} ({_rel(folder)}{note}); set SDCOURSE_TIER=full "
+              f"for {spec.full_what}", flush=True)
+    else:
+        try:
+            obj = spec.full(device)
+        except Exception as e:  # noqa: BLE001
+            raise _full_failed(f"{spec.name} ({spec.full_what})", e) from e
+        print(f"sdcourse: using the full {spec.name} ({spec.full_what}); set SDCOURSE_TIER=tiny for "
+              f"the small offline model", flush=True)
+    _mark(obj, tier)
+    return obj
+
+
+# ------------------------------------------------------------------ public loaders
 def load_clip(tier: str = "auto", device=None):
     """Load a CLIP model with open_clip.
 
     Returns ``(model, preprocess, tokenizer)``: ``model`` in eval mode on ``device`` (default
     ``get_device()``); ``preprocess`` maps a PIL image to a (3, S, S) float tensor (S = 224
-    for ``full``, 40 for ``tiny``); ``tokenizer(list_of_str)`` returns a (N, context_length)
-    int64 tensor (77 for ``full``, 24 for ``tiny``). ``model.encode_image`` /
-    ``model.encode_text`` give (N, D) embeddings (D = 512 full, 64 tiny).
+    for ``full``; see the tiny model card); ``tokenizer(list_of_str)`` returns a
+    (N, context_length) int64 tensor (77 for ``full``, 24 for ``tiny``). ``model.encode_image``
+    / ``model.encode_text`` give (N, D) embeddings (D = 512 full, 64 tiny). ``tier_of(model)``
+    says which tier it is.
 
     Raises ``ValueError`` for an unknown tier, ``ModelFilesError`` for a missing or corrupted
     tiny model, ``RuntimeError`` when the full model cannot be loaded.
     """
-    import open_clip
-
-    _quiet()
-    tier = resolve_tier(tier, "clip")
-    device = torch.device(device) if device is not None else get_device()
-    if tier == "tiny":
-        folder = _check_folder(models_dir() / TINY_CLIP, _CLIP_FILES, "CLIP")
-        name = "local-dir:" + str(folder)
-        try:
-            model, _, preprocess = open_clip.create_model_and_transforms(name, device=device)
-            tokenizer = open_clip.get_tokenizer(name)
-        except Exception as e:  # noqa: BLE001
-            raise ModelFilesError(f"the tiny CLIP in {folder} could not be loaded ({type(e).__name__}: {e}); "
-                                  f"rebuild it with `{REBUILD}`.") from e
-        _say(f"using the tiny CLIP ({_rel(folder)}); set SDCOURSE_TIER=full for open_clip "
-             f"{FULL_CLIP[0]} ({FULL_CLIP[1]})")
-    else:
-        ckpt = _full_clip_checkpoint()
-        try:
-            # cached: load the cached file directly (no network); else the hub tag (downloads)
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                FULL_CLIP[0], pretrained=ckpt or FULL_CLIP[1], device=device)
-            tokenizer = open_clip.get_tokenizer(FULL_CLIP[0])
-        except Exception as e:  # noqa: BLE001
-            raise _full_failed(f"CLIP (open_clip {FULL_CLIP[0]}, {FULL_CLIP[1]})", e) from e
-        _say(f"using the full CLIP (open_clip {FULL_CLIP[0]}, {FULL_CLIP[1]}); "
-             f"set SDCOURSE_TIER=tiny for the small offline model")
-    model.eval()
-    return model, preprocess, tokenizer
-
-
-# ------------------------------------------------------------------ VAE
-def _vae_from(source: str, subfolder: str | None, device, local_files_only: bool):
-    """The one call both tiers use: ``AutoencoderKL.from_pretrained(source, subfolder=...)``."""
-    from diffusers import AutoencoderKL
-
-    vae = AutoencoderKL.from_pretrained(source, subfolder=subfolder, local_files_only=local_files_only)
-    return vae.to(device).eval()
+    return _load("clip", tier, device)
 
 
 def load_vae(tier: str = "auto", device=None):
@@ -263,38 +333,7 @@ def load_vae(tier: str = "auto", device=None):
     Raises ``ValueError`` (unknown tier), ``ModelFilesError`` (tiny files missing or
     corrupted) or ``RuntimeError`` (full model unavailable).
     """
-    _quiet()
-    tier = resolve_tier(tier, "vae")
-    device = torch.device(device) if device is not None else get_device()
-    if tier == "tiny":
-        folder = _check_folder(models_dir() / TINY_SD / "vae", _VAE_FILES, "VAE")
-        try:
-            vae = _vae_from(str(folder.parent), "vae", device, local_files_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ModelFilesError(f"the tiny VAE in {folder} could not be loaded ({type(e).__name__}: {e}); "
-                                  f"rebuild it with `{REBUILD}`.") from e
-        _say(f"using the tiny VAE ({_rel(folder)}, scaling_factor {vae.config.scaling_factor}); "
-             f"set SDCOURSE_TIER=full for the SD 1.x VAE ({FULL_SD}, subfolder 'vae')")
-    else:
-        try:
-            vae = _vae_from(FULL_SD, "vae", device, local_files_only=_full_sd_cached(("vae",)))
-        except Exception as e:  # noqa: BLE001
-            raise _full_failed(f"VAE ({FULL_SD}, subfolder 'vae')", e) from e
-        _say(f"using the full SD 1.x VAE ({FULL_SD}); set SDCOURSE_TIER=tiny for the small offline model")
-    return vae
-
-
-# ------------------------------------------------------------------ pipeline
-def _pipeline_from(source: str, device, local_files_only: bool, dtype=torch.float32):
-    """The one call both tiers use: ``StableDiffusionPipeline.from_pretrained(source, ...)``."""
-    from diffusers import StableDiffusionPipeline
-
-    pipe = StableDiffusionPipeline.from_pretrained(
-        source, safety_checker=None, requires_safety_checker=False, feature_extractor=None,
-        dtype=dtype, local_files_only=local_files_only)
-    pipe = pipe.to(device)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return _load("vae", tier, device)
 
 
 def load_pipeline(tier: str = "auto", device=None):
@@ -302,29 +341,11 @@ def load_pipeline(tier: str = "auto", device=None):
 
     ``pipe(prompt, num_inference_steps=25, guidance_scale=7.5, generator=g).images`` returns
     PIL images: 64x64 from 4x8x8 latents for ``tiny``, 512x512 from 4x64x64 for ``full``.
-    Prompts longer than the tokenizer's limit (32 tokens tiny, 77 full) are truncated.
-    Progress bars are disabled (``pipe.set_progress_bar_config(disable=False)`` turns them on).
+    Prompts longer than the tokenizer's limit (``pipe.tokenizer.model_max_length``: 24 tokens
+    tiny, 77 full) are truncated. Progress bars are disabled
+    (``pipe.set_progress_bar_config(disable=False)`` turns them on).
 
     Raises ``ValueError`` (unknown tier), ``ModelFilesError`` (tiny files missing or
     corrupted) or ``RuntimeError`` (full model unavailable).
     """
-    _quiet()
-    tier = resolve_tier(tier, "pipeline")
-    device = torch.device(device) if device is not None else get_device()
-    if tier == "tiny":
-        folder = _check_folder(models_dir() / TINY_SD, _SD_FILES, "text-to-image pipeline")
-        try:
-            pipe = _pipeline_from(str(folder), device, local_files_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise ModelFilesError(f"the tiny pipeline in {folder} could not be loaded ({type(e).__name__}: {e}); "
-                                  f"rebuild it with `{REBUILD}`.") from e
-        _say(f"using the tiny text-to-image pipeline ({_rel(folder)}); set SDCOURSE_TIER=full for "
-             f"{FULL_SD} (GPU recommended)")
-    else:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
-        try:
-            pipe = _pipeline_from(FULL_SD, device, local_files_only=_full_sd_cached(), dtype=dtype)
-        except Exception as e:  # noqa: BLE001
-            raise _full_failed(f"pipeline ({FULL_SD})", e) from e
-        _say(f"using the full SD 1.x pipeline ({FULL_SD}); set SDCOURSE_TIER=tiny for the small offline model")
-    return pipe
+    return _load("pipeline", tier, device)

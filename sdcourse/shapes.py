@@ -41,7 +41,7 @@ __all__ = [
     "COLOURS", "SHAPES", "SIZES", "POSITIONS", "RELATIONS", "COUNT_WORDS", "KINDS",
     "SPLIT_IDS", "CLASSES", "render_scene", "sample_scene", "caption", "random_caption",
     "make_dataset", "images_to_tensor", "dominant_colour", "dominant_shape", "shape_features",
-    "class_prompts",
+    "class_prompts", "colour_name", "judge", "adheres", "COLOUR_RULES",
 ]
 
 #: Colour names and their nominal RGB values (each object jitters them by a few levels).
@@ -365,22 +365,22 @@ def dominant_colour(image, min_distance: float = 60.0) -> str | None:
     return names[int(np.argmin(np.linalg.norm(ref - med, axis=1)))]
 
 
-def shape_features(image, min_distance: float = 60.0) -> tuple[float, float] | None:
-    """(extent, solidity) of the largest foreground blob of ``image``, or None if there is none.
-
-    extent = blob area / area of its bounding box (square ~1.0, circle ~0.79 = pi/4,
-    triangle ~0.5, star ~0.4); solidity = blob area / area of its convex hull (star ~0.6,
-    the convex shapes > 0.85). Foreground as in ``dominant_colour``; pure numpy + scipy.
-    """
+def _largest_blob(image, min_distance: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """(RGB array, boolean mask of the largest 4-connected foreground blob) or None."""
     from scipy import ndimage
-    from scipy.spatial import ConvexHull, QhullError
 
-    mask = _foreground(_as_rgb_array(image), min_distance)
+    arr = _as_rgb_array(image)
+    mask = _foreground(arr, min_distance)
     labels, n = ndimage.label(mask)
     if n == 0:
         return None
     sizes = ndimage.sum(mask, labels, range(1, n + 1))
-    blob = labels == int(np.argmax(sizes)) + 1
+    return arr, labels == int(np.argmax(sizes)) + 1
+
+
+def _blob_features(blob: np.ndarray) -> tuple[float, float] | None:
+    from scipy.spatial import ConvexHull, QhullError
+
     area = float(blob.sum())
     if area < 4:
         return None
@@ -392,6 +392,17 @@ def shape_features(image, min_distance: float = 60.0) -> tuple[float, float] | N
     except QhullError:  # a blob one pixel wide
         return None
     return extent, solidity
+
+
+def shape_features(image, min_distance: float = 60.0) -> tuple[float, float] | None:
+    """(extent, solidity) of the largest foreground blob of ``image``, or None if there is none.
+
+    extent = blob area / area of its bounding box (square ~1.0, circle ~0.79 = pi/4,
+    triangle ~0.5, star ~0.4); solidity = blob area / area of its convex hull (star ~0.6,
+    the convex shapes > 0.85). Foreground as in ``dominant_colour``; pure numpy + scipy.
+    """
+    found = _largest_blob(image, min_distance)
+    return None if found is None else _blob_features(found[1])
 
 
 #: Decision thresholds of ``dominant_shape`` (midway between the classes' ranges measured on
@@ -408,7 +419,10 @@ def dominant_shape(image, min_distance: float = 60.0) -> str | None:
     whether a generated image shows the prompted colour and shape. None when there is no
     foreground blob. Assumes the shapes world's upright, unrotated shapes.
     """
-    f = shape_features(image, min_distance)
+    return _shape_from_features(shape_features(image, min_distance))
+
+
+def _shape_from_features(f: tuple[float, float] | None) -> str | None:
     if f is None:
         return None
     extent, solidity = f
@@ -419,3 +433,68 @@ def dominant_shape(image, min_distance: float = 60.0) -> str | None:
     if extent < SHAPE_RULES["circle_below_extent"]:
         return "circle"
     return "square"
+
+
+# --------------------------------------------------------------------------- the strict judge
+#: How far a colour may stray from a ``COLOURS`` entry and still be seen as it, in HSV terms:
+#: hue within ``max_hue_deviation`` degrees of the entry's hue (and nearer to it than to any
+#: other entry's), saturation at least ``min_saturation`` (less looks washed out, greyish or
+#: pastel) and value (brightness) at least ``min_value_fraction`` of the entry's own (less
+#: looks dark: a green drawn almost black, a red turned brown).
+COLOUR_RULES = {"max_hue_deviation": 25.0, "min_saturation": 0.45, "min_value_fraction": 0.7}
+#: The smallest object ``judge`` accepts, as a fraction of the image area.
+MIN_OBJECT_FRACTION = 0.01
+
+
+def _hsv(rgb) -> tuple[float, float, float]:
+    """(hue in degrees, saturation, value) of an RGB triple in 0-255."""
+    import colorsys
+
+    h, s, v = colorsys.rgb_to_hsv(*(float(c) / 255.0 for c in rgb))
+    return 360.0 * h, s, v
+
+
+def colour_name(rgb) -> str | None:
+    """The ``COLOURS`` entry an RGB triple (0-255) is plainly seen as, or None when it is too
+    dark, too washed out or between two entries (thresholds in ``COLOUR_RULES``)."""
+    h, s, v = _hsv(rgb)
+    dists = {c: abs((h - _hsv(ref)[0] + 180.0) % 360.0 - 180.0) for c, ref in COLOURS.items()}
+    best = min(dists, key=dists.get)
+    if dists[best] > COLOUR_RULES["max_hue_deviation"] or s < COLOUR_RULES["min_saturation"]:
+        return None
+    if v < COLOUR_RULES["min_value_fraction"] * _hsv(COLOURS[best])[2]:
+        return None
+    return best
+
+
+def judge(image, min_distance: float = 60.0) -> tuple[str | None, str | None]:
+    """(colour, shape) of the main object of ``image``, from pixels alone; None for what it
+    cannot see.
+
+    The object is the largest foreground blob (pixels farther than ``min_distance`` in RGB
+    from the median of the image border) covering at least ``MIN_OBJECT_FRACTION`` of the
+    image. Its colour is ``colour_name`` of its median pixel: stricter than
+    ``dominant_colour``, it refuses a colour that is too dark or too washed out to be seen as
+    any entry of ``COLOURS``. Its shape comes from its geometry, as in ``dominant_shape``.
+    No neural network, so it can judge any model's images. Accepts what ``dominant_colour``
+    accepts.
+    """
+    found = _largest_blob(image, min_distance)
+    if found is None:
+        return None, None
+    arr, blob = found
+    if blob.sum() < MIN_OBJECT_FRACTION * blob.size:
+        return None, None
+    return colour_name(np.median(arr[blob], axis=0)), _shape_from_features(_blob_features(blob))
+
+
+def adheres(image, colour: str, shape: str) -> bool:
+    """True when ``image``'s main object is plainly ``colour`` and ``shape`` (see ``judge``).
+
+    For example ``adheres(pipe("a green star").images[0], "green", "star")``.
+    """
+    if colour not in COLOURS:
+        raise ValueError(f"unknown colour {colour!r}; valid colours are {', '.join(COLOURS)}")
+    if shape not in SHAPES:
+        raise ValueError(f"unknown shape {shape!r}; valid shapes are {', '.join(SHAPES)}")
+    return judge(image) == (colour, shape)

@@ -10,7 +10,43 @@ from typing import Sequence
 
 import torch
 
-__all__ = ["check_shape", "check_close", "check_dtype"]
+__all__ = ["check_shape", "check_close", "check_dtype", "check_value", "passed", "needs", "NotReadyError"]
+
+
+def passed(what: str = "") -> None:
+    """The last line of a visible test cell: say, on stdout, that the asserts above held
+    (a cell that prints nothing looks like a cell that merely ran)."""
+    print(f"\u2714 visible tests passed{': ' + what if what else ''} "
+          "(hidden tests run when your notebook is graded)")
+
+
+class NotReadyError(RuntimeError):
+    """A cell needs an exercise that is not solved yet (or a cell above that has not run)."""
+
+
+def needs(ready: bool, what: str) -> None:
+    """First line of a cell that depends on an exercise: stop with a message that names what is
+    missing, instead of a bare ``KeyError`` or ``NameError`` further down."""
+    if not ready:
+        raise NotReadyError(f"this cell needs {what}: solve it, run the cells above again, then this one")
+
+
+def _short(x: torch.Tensor) -> str:
+    if x.numel() == 1:
+        return f"{x.item():.6g}"
+    return "[" + ", ".join(f"{v:.4g}" for v in x.flatten()[:6].tolist()) + (", ..." if x.numel() > 6 else "") + "]"
+
+
+def check_value(actual, expected, name: str = "output", mistakes: dict | None = None,
+                hint: str = "") -> None:
+    """Assert ``actual == expected`` for exact values (ints, tuples, lists). ``mistakes`` maps
+    values that common mistakes produce (worked out in advance) to an explanation."""
+    if actual == expected:
+        return
+    for wrong, explanation in (mistakes or {}).items():
+        if actual == wrong:
+            raise AssertionError(f"{name} should be {expected!r}, got {actual!r}: {explanation}")
+    raise AssertionError(f"{name} should be {expected!r}, got {actual!r}." + (f" {hint}" if hint else ""))
 
 
 def check_shape(x, expected: Sequence[int], name: str = "output", hint: str = "") -> None:
@@ -25,8 +61,12 @@ def check_dtype(x: torch.Tensor, expected: torch.dtype, name: str = "output") ->
 
 
 def check_close(actual, expected, name: str = "output", atol: float = 1e-5,
-                rtol: float = 1e-5, hint: str = "") -> None:
-    """Assert two tensors agree within ``atol + rtol * |expected|``; report the worst entry."""
+                rtol: float = 1e-5, hint: str = "", mistakes: Sequence = ()) -> None:
+    """Assert two tensors agree within ``atol + rtol * |expected|``; report the worst entry.
+
+    ``mistakes``: (wrong value, explanation) pairs, values worked out in advance for common
+    mistakes; when ``actual`` matches one, its explanation is the message.
+    """
     expected = torch.as_tensor(expected, dtype=torch.float64)
     check_shape(actual, tuple(expected.shape), name)
     a = actual.detach().to("cpu", torch.float64)
@@ -34,6 +74,10 @@ def check_close(actual, expected, name: str = "output", atol: float = 1e-5,
     bound = atol + rtol * expected.abs()
     if bool((err <= bound).all()):
         return
+    for wrong, explanation in mistakes:
+        w = torch.as_tensor(wrong, dtype=torch.float64)
+        if w.shape == a.shape and bool(((a - w).abs() <= atol + rtol * w.abs() + 1e-6).all()):
+            raise AssertionError(f"{name} is off (yours {_short(a)}, expected {_short(expected)}): {explanation}")
     idx = tuple(int(i) for i in torch.nonzero(err - bound == (err - bound).max())[0])
     raise AssertionError(
         f"{name} is off: max |difference| = {err.max().item():.3g} at index {idx} "

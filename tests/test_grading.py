@@ -1,50 +1,48 @@
-"""nbgrader round trip in a temporary copy of the course, for every lesson with mutants.
+"""The grading round trip of every lesson, in a temporary copy of the course, through the real
+commands (``python -m graders.grade release / autograde -j 2 / feedback / grades``), each
+submission in its own sandbox and scored outside it:
 
-* notebooks/ is exactly what ``make assignments`` generates from solutions/;
-* the reference solution scores full marks on every autograded cell;
-* the untouched release scores 0 on every autograded cell;
-* known-wrong answers (graders/mutants) lose their exercise's points while the other
-  exercises keep theirs (several mutants share one submission, one per exercise);
-* adversarial submissions: a kernel crash and a malformed notebook are reported by name and
-  leave nothing in the gradebook; a missing notebook scores 0; an infinite loop loses only
-  its cell; a deleted test cell is restored and graded; monkeypatched comparisons get 0;
+* notebooks/ is exactly what ``make assignments`` generates from solutions/, and holds no
+  solution, hidden test or grader code;
+* the reference solution scores full marks on every autograded cell; the untouched release 0;
+* a submission with one known-wrong answer in every exercise part loses each part's points
+  (every known-wrong answer is also checked on its own, in-process, by test_mutants.py);
+* a deleted test cell is restored and graded;
+* a malformed or a missing notebook is reported by name and leaves nothing in the gradebook;
 * feedback and the grades CSV (totals + per-exercise columns) are produced.
+
+Cheats and faults of every kind (infinite loops included) are in test_attacks.py.
 """
 from __future__ import annotations
 
 import csv
-import os
-import pkgutil
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 
-import graders.mutants
+from graders import course
 from graders import submissions as subs
 
-ROOT = Path(__file__).resolve().parents[1]
-LESSONS = [m.name for m in pkgutil.iter_modules(graders.mutants.__path__)]
+LESSONS = [l.key for l in course.lessons() if l.key]
+ROOT = course.ROOT
 pytestmark = pytest.mark.slow
 
-CRASH = "import os\nos._exit(1)  # kills the kernel"
-TAMPER = ("import torch\nimport numpy as np\n"
-          "torch.allclose = lambda *a, **k: True\n"
-          "testing.check_close = lambda *a, **k: None\n")
 
-
-def _grade(course: Path, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, SDCOURSE_CELL_TIMEOUT="20", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, str(course / "graders" / "grade.py"), *args],
-                          cwd=course, env=env, capture_output=True, text=True, timeout=1800)
+def _grade(copy: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m graders.grade ...`` in a course copy (its own graders/ and workspace)."""
+    env = course.instructor_env()
+    env.update(PYTHONPATH=str(copy), SDCOURSE_CELL_TIMEOUT="20", SDCOURSE_PROGRESS="0")
+    env.pop("SDCOURSE_DB_URL", None)
+    return subprocess.run([sys.executable, "-m", "graders.grade", *args],
+                          cwd=copy, env=env, capture_output=True, text=True, timeout=2400)
 
 
 def _solution_lines(nb, gid):
-    cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
+    cell = next(c for c in nb.cells if subs.grade_id(c) == gid)
     inside, out = False, []
     for line in cell.source.splitlines():
         if "### BEGIN SOLUTION" in line:
@@ -56,202 +54,161 @@ def _solution_lines(nb, gid):
     return out
 
 
-def _plan(course: Path, lesson):
-    """student id -> (assignment, notebook or None or bytes, expectations)."""
-    plan = {}
+def _plan(copy: Path, lesson):
+    """student id -> (notebook, bytes or None, expectations)."""
     aid = lesson.assignment
-    source = subs.read(course / "solutions" / aid / f"{aid}.ipynb")
-    release = subs.read(course / "notebooks" / aid / f"{aid}.ipynb")
+    source = subs.read(copy / "solutions" / aid / f"{aid}.ipynb")
+    release = subs.read(copy / "notebooks" / aid / f"{aid}.ipynb")
     ref = subs.reference_answers(source)
-    plan[f"{aid}--reference"] = (aid, subs.fill(release, ref), {"all": "full"})
-    plan[f"{aid}--blank"] = (aid, release, {"all": "zero"})
-    for k, group in enumerate(subs.rotation(lesson.mutants)):
-        nb = subs.fill(release, subs.apply(ref, group))
-        plan[f"{aid}--wrong{k}"] = (aid, nb, {"wrong": {m.exercise for m in group},
-                                              "names": [m.name for m in group]})
-    # adversarial
-    crash = subs.fill(release, ref)
-    crash.cells.insert(3, nbformat.v4.new_code_cell(CRASH))
-    plan[f"{aid}--crash"] = (aid, crash, {"failed": "kernel"})
-    tamper = subs.fill(release, ref)
-    tamper.cells.insert(3, nbformat.v4.new_code_cell(TAMPER))
-    plan[f"{aid}--tamper"] = (aid, tamper, {"all": "zero"})
-    plan[f"{aid}--malformed"] = (aid, b'{"cells": [ this is not json', {"failed": "malformed"})
-    plan[f"{aid}--missing"] = (aid, None, {"failed": "no notebook submitted"})
-    loop_ans = dict(ref)
-    first_solution = next(gid for gid in ref if gid.startswith("ex"))
-    loop_ans[first_solution] = re.sub(r"^( *)(def .*:\n)", r"\1\2\1    while True:\n\1        pass\n",
-                                      ref[first_solution], count=1, flags=re.M)
-    assert loop_ans[first_solution] != ref[first_solution]
-    looped = subs.fill(release, loop_ans)
-    test_ids = [c.metadata["nbgrader"]["grade_id"] for c in looped.cells
-                if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"]
-    deleted = test_ids[-1]
-    looped.cells = [c for c in looped.cells
-                    if c.metadata.get("nbgrader", {}).get("grade_id") != deleted]
-    plan[f"{aid}--loop-and-deleted-cell"] = (
-        aid, looped, {"timeout_cell": first_solution, "restored": deleted})
+    plan = {"reference": (subs.fill(release, ref), {"all": "full"}),
+            "blank": (release, {"all": "zero"})}
+    one_per_part = {}
+    for m in lesson.mutants:
+        one_per_part.setdefault(m.part, m)
+    group = list(one_per_part.values())
+    wrong = subs.fill(release, subs.apply(ref, group))
+    # the student also deleted a test cell: it is restored from the source and graded
+    deleted = [subs.grade_id(c) for c in wrong.cells if subs.is_test(c)][-1]
+    wrong.cells = [c for c in wrong.cells if subs.grade_id(c) != deleted]
+    plan["wrong"] = (wrong, {"wrong": {m.part for m in group}, "names": [m.name for m in group],
+                             "restored": deleted})
+    plan["malformed"] = (b'{"cells": [ this is not json', {"failed": "malformed"})
+    plan["missing"] = (None, {"failed": "no notebook submitted"})
     return plan
 
 
-def _cell_scores(course, aid, student):
-    from nbgrader.api import Gradebook, MissingEntry
+@pytest.fixture(scope="class")
+def lesson(request):
+    return subs.load_lesson(request.cls.LESSON)
 
-    db = "sqlite:///" + str(course / "graders" / "workspace" / "gradebook.db")
-    with Gradebook(db) as gb:
-        try:
-            sub = gb.find_submission(aid, student)
-        except MissingEntry:
-            return None
-        return {g.name: (g.score, g.max_score) for nb in sub.notebooks for g in nb.grades
-                if g.cell.cell_type == "code"}
+
+@pytest.fixture(scope="class")
+def copy(lesson, tmp_path_factory) -> Path:
+    """A copy of the course with a fresh gradebook; this lesson's release regenerated."""
+    dest = subs.copy_course(tmp_path_factory.mktemp(lesson.assignment))
+    shutil.rmtree(dest / "notebooks" / lesson.assignment)
+    res = _grade(dest, "release", "-a", lesson.assignment)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return dest
+
+
+@pytest.fixture(scope="class")
+def graded(copy, lesson):
+    aid = lesson.assignment
+    plan = _plan(copy, lesson)
+    for student, (nb, _) in plan.items():
+        folder = copy / "graders" / "workspace" / "submitted" / f"{aid}--{student}" / aid
+        folder.mkdir(parents=True, exist_ok=True)
+        if isinstance(nb, bytes):
+            (folder / f"{aid}.ipynb").write_bytes(nb)
+        elif nb is not None:
+            subs.write(nb, folder / f"{aid}.ipynb")
+    res = _grade(copy, "autograde", "-a", aid, "-j", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    with (copy / "graders" / "workspace" / "autograde-report.csv").open() as f:
+        report = {r["student"].split("--", 1)[1]: r["status"] for r in csv.DictReader(f)}
+    return plan, report, res.stdout
 
 
 class RoundTrip:
-    """The round trip of one lesson (``LESSON``, a graders/mutants module name). One subclass per
-    lesson below: ``--dist loadscope`` keeps a class on one xdist worker, so each lesson's course copy
-    and autograde run are made once, and different lessons grade in parallel."""
+    """The round trip of one lesson (``LESSON``, its key). One subclass per lesson below:
+    ``--dist loadscope`` keeps a class on one xdist worker, so each lesson's course copy and
+    autograde run are made once, and different lessons grade in parallel."""
 
     LESSON = ""
 
-    @pytest.fixture(scope="class")
-    def lesson(self, request):
-        return subs.load_lesson(request.cls.LESSON)
-
-    @pytest.fixture(scope="class")
-    def course(self, lesson, tmp_path_factory) -> Path:
-        """A copy of the course with a fresh gradebook; this lesson's release regenerated."""
-        dest = subs.copy_course(tmp_path_factory.mktemp(lesson.assignment))
-        shutil.rmtree(dest / "notebooks" / lesson.assignment)
-        res = _grade(dest, "release", "-a", lesson.assignment)
-        assert res.returncode == 0, res.stdout + res.stderr
-        return dest
-
-    def test_release_matches_committed_notebooks(self, course, lesson):
+    def test_release_matches_committed_notebooks(self, copy, lesson):
         aid = lesson.assignment
-        generated = sorted(p.relative_to(course) for p in (course / "notebooks" / aid).rglob("*.ipynb"))
+        generated = sorted(p.relative_to(copy) for p in (copy / "notebooks" / aid).rglob("*.ipynb"))
         committed = sorted(p.relative_to(ROOT) for p in (ROOT / "notebooks" / aid).rglob("*.ipynb"))
         assert generated == committed, "notebooks/ lists other notebooks than solutions/ generates"
         for rel in generated:
-            assert (course / rel).read_bytes() == (ROOT / rel).read_bytes(), (
+            assert (copy / rel).read_bytes() == (ROOT / rel).read_bytes(), (
                 f"{rel} differs from what `make assignments` generates: run it and commit the result")
 
-    def test_release_has_no_solutions_or_hidden_tests(self, course, lesson):
-        for path in (course / "notebooks" / lesson.assignment).rglob("*.ipynb"):
+    def test_release_has_no_solutions_hidden_tests_outputs_or_widget_state(self, copy, lesson):
+        for path in (copy / "notebooks" / lesson.assignment).rglob("*.ipynb"):
             text = path.read_text()
-            for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders"):
+            for needle in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "graders",
+                           "NBVAL_CHECK_OUTPUT", "application/vnd.jupyter.widget-state+json"):
                 assert needle not in text, f"{path.name} contains {needle!r}"
-            source = subs.read(course / "solutions" / path.parent.name / path.name)
+            released = subs.read(path)
+            assert "widgets" not in released.metadata, f"{path.name} carries saved widget state"
+            for cell in released.cells:
+                if cell.cell_type == "code":
+                    assert not cell.outputs and cell.execution_count is None, \
+                        f"{path.name} carries outputs of the reference run"
+            source = subs.read(copy / "solutions" / path.parent.name / path.name)
             for gid, answer in subs.reference_answers(source).items():
-                body = [l.strip() for l in answer.splitlines() if l.strip()]
-                released = subs.read(path)
-                cell = next(c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") == gid)
-                # every line that was between the solution markers is gone from the release
+                cell = next(c for c in released.cells if subs.grade_id(c) == gid)
                 inner = [l.strip() for l in _solution_lines(source, gid)]
                 leaked = [l for l in inner if l and l in cell.source.splitlines()
                           and not l.startswith("#") and l not in ("raise NotImplementedError()",)]
                 assert not leaked, f"{gid}: solution lines leaked into the release: {leaked}"
-                assert body  # the reference answer is not empty
-
-    @pytest.fixture(scope="class")
-    def graded(self, course, lesson):
-        plan = _plan(course, lesson)
-        submitted = course / "graders" / "workspace" / "submitted"
-        for student, (aid, nb, _) in plan.items():
-            folder = submitted / student / aid
-            folder.mkdir(parents=True, exist_ok=True)
-            if isinstance(nb, bytes):
-                (folder / f"{aid}.ipynb").write_bytes(nb)
-            elif nb is not None:
-                subs.write(nb, folder / f"{aid}.ipynb")
-        res = _grade(course, "autograde", "-a", lesson.assignment)
-        assert res.returncode == 0, res.stdout + res.stderr
-        with (course / "graders" / "workspace" / "autograde-report.csv").open() as f:
-            report = {r["student"]: r["status"] for r in csv.DictReader(f)}
-        return plan, report, res.stdout
+                assert answer.strip()  # the reference answer is not empty
 
     def test_every_submission_is_reported(self, graded):
         plan, report, stdout = graded
         assert set(report) == set(plan), stdout
-        for student, status in report.items():
-            assert student in stdout, f"{student} missing from the autograde summary"
+        for student in plan:
+            assert student in report, f"{student} missing from the report: {report}"
 
-    @pytest.mark.parametrize("kind", ["reference", "blank", "tamper"])
-    def test_all_or_nothing_submissions(self, graded, course, kind):
-        plan, report, stdout = graded
-        for student, (aid, _, expect) in plan.items():
-            if not student.endswith(f"--{kind}"):
-                continue
-            scores = _cell_scores(course, aid, student)
-            assert scores, f"{student}: nothing in the gradebook ({report[student]})"
-            for cell, (score, maximum) in scores.items():
-                wanted = maximum if expect["all"] == "full" else 0
-                assert score == wanted, f"{student}: {cell} scored {score}/{maximum}, expected {wanted}"
-
-    def test_known_wrong_answers_lose_only_their_exercise(self, graded, course):
+    @pytest.mark.parametrize("kind", ["reference", "blank"])
+    def test_all_or_nothing_submissions(self, graded, copy, lesson, kind):
         plan, report, _ = graded
-        checked = 0
-        for student, (aid, _, expect) in plan.items():
-            if "--wrong" not in student:
-                continue
-            scores = _cell_scores(course, aid, student)
-            assert scores, f"{student}: {report[student]}"
-            by_ex: dict[str, list] = {}
-            for cell, (score, maximum) in scores.items():
-                by_ex.setdefault(subs.exercise_of(cell), []).append((cell, score, maximum))
-            for ex, cells in by_ex.items():
-                got = sum(s for _, s, _ in cells)
-                top = sum(m for _, _, m in cells)
-                if ex in expect["wrong"]:
-                    assert got < top, f"{student} ({expect['names']}): {ex} kept all {top} points"
-                    assert any(s == 0 for _, s, _ in cells), f"{student}: no cell of {ex} scored 0"
-                else:
-                    assert got == top, f"{student} ({expect['names']}): correct {ex} lost points: {cells}"
-                checked += 1
-        assert checked
+        expect = plan[kind][1]
+        scores = subs.cell_scores(copy, lesson.assignment, f"{lesson.assignment}--{kind}")
+        assert scores, f"{kind}: nothing in the gradebook ({report[kind]})"
+        for cell, (score, maximum) in scores.items():
+            wanted = maximum if expect["all"] == "full" else 0
+            assert score == wanted, f"{kind}: {cell} scored {score}/{maximum}, expected {wanted}"
 
-    def test_crash_malformed_and_missing_are_reported_not_recorded(self, graded, course):
+    def test_known_wrong_answers_lose_only_their_part(self, graded, copy, lesson):
         plan, report, _ = graded
-        for student, (aid, _, expect) in plan.items():
-            if "failed" not in expect:
-                continue
-            assert report[student].startswith("FAILED"), f"{student}: {report[student]}"
-            assert expect["failed"] in report[student].lower(), report[student]
-            assert _cell_scores(course, aid, student) is None, f"{student} left a grade in the gradebook"
-            assert (course / "graders" / "workspace" / "submitted" / student / aid).exists()
+        expect = plan["wrong"][1]
+        scores = subs.cell_scores(copy, lesson.assignment, f"{lesson.assignment}--wrong")
+        assert scores, report["wrong"]
+        by_part: dict[str, list] = {}
+        for cell, (score, maximum) in scores.items():
+            by_part.setdefault(course.part_of(cell), []).append((cell, score, maximum))
+        for part, cells in by_part.items():
+            got, top = sum(s for _, s, _ in cells), sum(m for _, _, m in cells)
+            if part in expect["wrong"]:
+                assert got < top and any(s == 0 for _, s, _ in cells), \
+                    f"{expect['names']}: {part} kept its points: {cells}"
+            else:
+                assert got == top, f"{expect['names']}: correct {part} lost points: {cells}"
 
-    def test_infinite_loop_and_deleted_test_cell(self, graded, course):
+    def test_malformed_and_missing_are_reported_not_recorded(self, graded, copy, lesson):
         plan, report, _ = graded
-        for student, (aid, _, expect) in plan.items():
-            if "timeout_cell" not in expect:
-                continue
-            scores = _cell_scores(course, aid, student)
-            assert scores, report[student]
-            looping_ex = subs.exercise_of(expect["timeout_cell"])
-            assert expect["restored"] in scores, "the deleted test cell was not restored"
-            for cell, (score, maximum) in scores.items():
-                if subs.exercise_of(cell) == looping_ex:
-                    assert score == 0, f"{cell} should time out and score 0, got {score}"
-                else:
-                    assert score == maximum, f"{cell}: {score}/{maximum} (only the looping exercise may lose)"
+        for kind in ("malformed", "missing"):
+            assert report[kind].startswith("failed"), f"{kind}: {report[kind]}"
+            assert plan[kind][1]["failed"] in report[kind].lower(), report[kind]
+            assert subs.cell_scores(copy, lesson.assignment, f"{lesson.assignment}--{kind}") is None
 
-    def test_feedback_and_grades_csv(self, graded, course, lesson):
-        res = _grade(course, "feedback", "-s", f"{lesson.assignment}--reference")
+    def test_a_deleted_test_cell_is_restored_and_graded(self, graded, copy, lesson):
+        plan, report, _ = graded
+        restored = plan["wrong"][1]["restored"]
+        scores = subs.cell_scores(copy, lesson.assignment, f"{lesson.assignment}--wrong")
+        assert restored in scores, f"the deleted test cell {restored} was not restored: {report['wrong']}"
+
+    def test_feedback_and_grades_csv(self, graded, copy, lesson):
+        res = _grade(copy, "feedback", "-s", f"{lesson.assignment}--reference")
         assert res.returncode == 0, res.stdout + res.stderr
-        html = list((course / "graders" / "workspace" / "feedback").rglob("*.html"))
+        html = list((copy / "graders" / "workspace" / "feedback").rglob("*.html"))
         assert html, "no feedback html written"
-        out = course / "grades.csv"
-        res = _grade(course, "grades", "--out", str(out))
+        assert "passed: the hidden tests" in html[0].read_text()
+        out = copy / "grades.csv"
+        res = _grade(copy, "grades", "--out", str(out))
         assert res.returncode == 0, res.stdout + res.stderr
-        rows = list(csv.DictReader(out.open()))
-        plan, report, _ = graded
-        by_student = {r["student"]: r for r in rows}
-        for student, (aid, _, expect) in plan.items():
-            row = by_student[student]
+        rows = {r["student"].split("--", 1)[1]: r for r in csv.DictReader(out.open())}
+        plan, _, _ = graded
+        for student, (_, expect) in plan.items():
+            row = rows[student]
             if "failed" in expect:
-                assert row["total"] == "" and row["status"].startswith("FAILED"), row
+                assert row["total"] == "" and row["status"].startswith("failed"), row
             if expect.get("all") == "full":
-                exercise_cols = [k for k in row if k.startswith("ex")]
+                exercise_cols = [k for k in row if re.fullmatch(r"ex\d+", k)]
                 assert exercise_cols and float(row["total"]) == sum(float(row[k]) for k in exercise_cols)
                 assert "manual grading pending" in row["status"]
 

@@ -1,13 +1,19 @@
-"""Unit tests of the grading machinery and the student-facing helpers."""
+"""Unit tests of the grading machinery (plain-data packing, checks, the sandbox, collect, the
+status table) and the student-facing helpers."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from graders.checks import common
+from graders import course, sandbox
+from graders.checks import common, runtime
 from graders.checks import l2_conditioning as l2
 from sdcourse import get_device, testing
 
@@ -35,25 +41,18 @@ def test_forbid_traps_classes():
     assert norm_mod.AdaGroupNorm is AdaGroupNorm
 
 
-def test_tampered_comparison_is_detected(monkeypatch):
-    fake = eval("lambda *a, **k: True", {"__name__": "__main__"})
-    monkeypatch.setattr(torch, "allclose", fake)
-    with pytest.raises(common.CheckFailed, match="replaced by code in this notebook"):
-        common.assert_untampered()
-
-
 def test_a_check_reports_a_crash_with_the_input_that_caused_it():
     def broken(t, dim, max_period=10000):
         raise IndexError("boom")
     with pytest.raises(common.CheckFailed, match=r"IndexError: boom\non a fresh input: t=tensor"):
-        l2.check_timestep_embedding_shape(broken)
+        l2.check("timestep_embedding_shape", broken)
 
 
 def test_a_check_says_not_implemented():
     def stub(*a, **k):
         raise NotImplementedError()
     with pytest.raises(common.CheckFailed, match="not implemented yet"):
-        l2.check_group_norm_values(stub)
+        l2.check("group_norm_values", stub)
 
 
 def test_checks_write_nothing_to_stderr(capfd):
@@ -65,7 +64,7 @@ def test_checks_write_nothing_to_stderr(capfd):
         b = x.shape[0]
         g = x.reshape(b, num_groups, -1)
         return ((g - g.mean(-1, keepdim=True)) / torch.sqrt(g.var(-1, keepdim=True, unbiased=False) + eps)).reshape(x.shape)
-    l2.check_group_norm_values(noisy)
+    l2.check("group_norm_values", noisy)
     assert capfd.readouterr().err == ""
 
 
@@ -95,3 +94,119 @@ def test_get_device_env_override(monkeypatch):
         monkeypatch.setenv("SDCOURSE_DEVICE", "cuda")
         with pytest.raises(RuntimeError, match="CUDA is not available"):
             get_device()
+
+
+# ------------------------------------------------------------------ plain data across the boundary
+
+def test_pack_round_trips_plain_data_only():
+    value = {"t": torch.arange(6).reshape(2, 3), "f": 0.25, "i": -3, "s": "x", "b": True, "n": None,
+             "nested": [(1, torch.ones(2, dtype=torch.float64)), {"k": []}]}
+    back = runtime.unpack(runtime.pack(value))
+    assert back["f"] == 0.25 and back["i"] == -3 and back["s"] == "x" and back["b"] is True and back["n"] is None
+    assert torch.equal(back["t"], value["t"]) and isinstance(back["nested"][0], tuple)
+    assert back["nested"][0][1].dtype == torch.float64
+    for bad in (lambda x: x, torch.nn.Linear(2, 2), object(), {1: 2}):
+        with pytest.raises(runtime.PackError):
+            runtime.pack(bad)
+    with pytest.raises(runtime.PackError, match="limit"):
+        runtime.pack(torch.zeros(2**20), limit=2**20)
+
+
+def test_a_tensor_subclass_arrives_as_a_plain_tensor():
+    class Liar(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            if getattr(func, "__name__", "") in ("__sub__", "sub"):
+                return torch.zeros(())
+            return super().__torch_function__(func, types, args, kwargs or {})
+    back = runtime.unpack(runtime.pack(torch.ones(3).as_subclass(Liar)))
+    assert type(back) is torch.Tensor and float((back - torch.zeros(3)).sum()) == 3.0
+
+
+def test_unpack_refuses_malformed_or_executable_bytes():
+    import pickle
+
+    for data in (b"", b"\x00" * 8, b"not safetensors at all", pickle.dumps({"a": 1}),
+                 runtime.pack({"a": 1})[:-5]):
+        with pytest.raises(runtime.PackError):
+            runtime.unpack(data)
+
+
+def test_judge_words_errors_and_missing_runs_for_the_student():
+    checks = l2.CHECKS
+    seed = checks["group_norm_values"].seeds[0]
+    with pytest.raises(common.CheckFailed, match="did not run"):
+        checks.judge("group_norm_values", {seed: None})
+    err = runtime.pack(runtime.error_record(ValueError("bad axis")))
+    with pytest.raises(common.CheckFailed, match="raised ValueError: bad axis"):
+        checks.judge("group_norm_values", {s: err for s in checks["group_norm_values"].seeds})
+
+
+# ------------------------------------------------------------------ the sandbox
+
+def _need_sandbox():
+    ok, why = sandbox.check()
+    if not ok:
+        if os.environ.get("SDCOURSE_REQUIRE_ALL") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def test_the_sandbox_sees_the_runtime_only_and_no_network(tmp_path):
+    _need_sandbox()
+    (tmp_path / "job.txt").write_text("hello")
+    tmp_path.chmod(0o755)
+    code = ("import os, socket, json\n"
+            "seen = {p: os.path.exists(p) for p in " + repr([str(course.SOURCE), str(course.GRADERS),
+                                                              str(course.WORKSPACE), str(course.PACKAGE)]) + "}\n"
+            "try:\n    socket.create_connection(('127.0.0.1', 22), timeout=2); net = 'open'\n"
+            "except OSError as e:\n    net = type(e).__name__\n"
+            "try:\n    open(os.path.join(" + repr(str(course.PACKAGE)) + ", 'x'), 'w'); ro = False\n"
+            "except OSError:\n    ro = True\n"
+            "print(json.dumps({'uid': os.getuid(), 'pid': os.getpid(), 'seen': seen, 'net': net, 'ro': ro,"
+            " 'job': open('/grader/job.txt').read()}))\n")
+    res = sandbox.run([sys.executable, "-c", code], tmp_path, sandbox.Limits(wall_seconds=60), slot=99)
+    out = json.loads(res.stdout.decode().strip().splitlines()[-1])
+    assert out["uid"] == sandbox.base_uid() + 99 and out["pid"] < 10, out
+    assert out["seen"] == {str(course.SOURCE): False, str(course.GRADERS): False,
+                           str(course.WORKSPACE): False, str(course.PACKAGE): True}, out
+    assert out["net"] != "open" and out["ro"] is True and out["job"] == "hello", out
+
+
+def test_the_sandbox_kills_what_outlives_it_and_stops_at_its_wall_time(tmp_path):
+    _need_sandbox()
+    tmp_path.chmod(0o755)
+    code = "import subprocess, time; subprocess.Popen(['sleep', '300'], start_new_session=True); time.sleep(300)"
+    res = sandbox.run([sys.executable, "-c", code], tmp_path, sandbox.Limits(wall_seconds=5), slot=98)
+    assert res.timed_out
+    uid = str(sandbox.base_uid() + 98)
+    ps = subprocess.run(["ps", "-eo", "uid="], capture_output=True, text=True).stdout.split()
+    assert uid not in ps, "a sandboxed process outlived its sandbox"
+
+
+# ------------------------------------------------------------------ collect and status
+
+def test_collect_refuses_links_renames_one_notebook_and_reports_several(tmp_path, monkeypatch):
+    from graders import grade
+    from graders.status import StatusStore
+
+    ws = tmp_path / "ws"
+    monkeypatch.setattr(course, "WORKSPACE", ws)
+    aid = course.assignments()[0]
+    src = tmp_path / "downloads"
+    (src / "alice").mkdir(parents=True)
+    (src / "alice" / f"Copy of {aid}.ipynb").write_text("{}")
+    (src / "bob").mkdir()
+    (src / "bob" / f"{aid}.ipynb").write_text("{}")
+    (src / "bob" / f"{aid} (1).ipynb").write_text("{}")
+    (src / "eve").mkdir()
+    (src / "eve" / f"{aid}.ipynb").symlink_to("/etc/passwd")
+    (src / "mallory").symlink_to(tmp_path)
+    assert grade.collect(src) == 0
+    assert (ws / "submitted" / "alice" / aid / f"{aid}.ipynb").read_text() == "{}"
+    assert not (ws / "submitted" / "bob").exists() and not (ws / "submitted" / "eve").exists()
+    assert not (ws / "submitted" / "mallory").exists()
+    store = StatusStore("sqlite:///" + str(ws / "gradebook.db"))
+    assert "Copy of" in store.get(aid, "alice").detail
+    assert store.get(aid, "bob").status == "failed" and "several" in store.get(aid, "bob").detail
+    store.close()

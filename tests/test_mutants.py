@@ -1,82 +1,53 @@
-"""Known-wrong answers fail their exercise's tests, name the misconception, and leave the
-other exercises passing; the reference passes everything. Fast: no kernel, no nbgrader
-(the nbgrader round trip in test_grading.py repeats this end to end)."""
-from __future__ import annotations
+"""Known-wrong answers fail their own exercise part's tests, name the misconception, and leave
+every other part passing; the reference passes everything. Quick: no kernel, no nbgrader (the
+round trip in test_grading.py repeats this end to end).
 
-import contextlib
-import io
-import pkgutil
+Each run executes the lesson's ``setup``-tagged, solution and test cells in notebook order, in a
+fresh module installed as ``__main__`` (as in a kernel), with the hidden checks in-process.
+"""
+from __future__ import annotations
 
 import pytest
 
-import graders.mutants
+from graders import course
 from graders import submissions as subs
 
-LESSONS = [m.name for m in pkgutil.iter_modules(graders.mutants.__path__)]
+LESSONS = [l.key for l in course.lessons() if l.key]
 
 
-def _cells(lesson):
-    nb = subs.read(lesson.source)
-    setup = next(c.source for c in nb.cells if c.cell_type == "code")
-    solutions = {k: v for k, v in subs.reference_answers(nb).items()
-                 if any(c.metadata.get("nbgrader", {}).get("grade_id") == k and c.cell_type == "code"
-                        for c in nb.cells)}
-    tests = {c.metadata["nbgrader"]["grade_id"]: subs.strip_markers(c.source) for c in nb.cells
-             if c.metadata.get("nbgrader", {}).get("grade") and c.cell_type == "code"}
-    return setup, solutions, tests
-
-
-def _run_tests(setup, solutions, tests):
-    """Exec setup + solutions, then every test cell; return {grade_id: error message or None}."""
-    ns: dict = {"__name__": "__main__"}
-    with contextlib.redirect_stdout(io.StringIO()):
-        exec(compile(setup, "<setup>", "exec"), ns)
-        for gid, code in solutions.items():
-            exec(compile(code, f"<{gid}>", "exec"), ns)
-        results = {}
-        for gid, code in tests.items():
-            try:
-                exec(compile(code, f"<{gid}>", "exec"), ns)
-                results[gid] = None
-            except Exception as exc:  # noqa: BLE001 - any failure is a lost point
-                results[gid] = f"{type(exc).__name__}: {exc}"
-    return results
-
-
-@pytest.mark.parametrize("module", LESSONS)
-def test_reference_passes_every_test(module):
-    lesson = subs.load_lesson(module)
-    setup, solutions, tests = _cells(lesson)
-    results = _run_tests(setup, solutions, tests)
+@pytest.mark.parametrize("key", LESSONS)
+def test_reference_passes_every_test(key):
+    results = subs.run_in_process(key)
+    assert results, f"{key}: no test cells found"
     assert not {k: v for k, v in results.items() if v}, results
 
 
 def _mutant_params():
-    for module in LESSONS:
-        for m in subs.load_lesson(module).mutants:
-            yield pytest.param(module, m, id=f"{module}-{m.name}")
+    for key in LESSONS:
+        for m in subs.load_lesson(key).mutants:
+            yield pytest.param(key, m, id=f"{key}-{m.name}")
 
 
-@pytest.mark.parametrize("module,mutant", list(_mutant_params()))
-def test_mutant_fails_its_exercise_only(module, mutant):
-    lesson = subs.load_lesson(module)
-    setup, solutions, tests = _cells(lesson)
-    results = _run_tests(setup, subs.apply(solutions, [mutant]), tests)
-    own = {k: v for k, v in results.items() if subs.exercise_of(k) == mutant.exercise}
-    others = {k: v for k, v in results.items() if subs.exercise_of(k) != mutant.exercise}
+@pytest.mark.parametrize("key,mutant", list(_mutant_params()))
+def test_mutant_fails_its_part_only(key, mutant):
+    source = subs.read(course.lesson(key).source)
+    answers = subs.apply(subs.reference_answers(source), [mutant])
+    results = subs.run_in_process(key, answers)
+    own = {k: v for k, v in results.items() if course.part_of(k) == mutant.part}
+    others = {k: v for k, v in results.items() if course.part_of(k) != mutant.part}
     failures = [v for v in own.values() if v]
-    assert failures, f"{mutant.name} passes every test of {mutant.exercise}: the tests cannot catch it"
+    assert own, f"{mutant.name}: no test cell belongs to part {mutant.part}"
+    assert failures, f"{mutant.name} passes every test of {mutant.part}: the tests cannot catch it"
     assert any(mutant.message.lower() in f.lower() for f in failures), (
         f"{mutant.name}: no failure message names the misconception ({mutant.message!r}):\n"
         + "\n".join(failures))
-    assert not any(others.values()), f"{mutant.name} broke other exercises: {others}"
+    assert not any(others.values()), f"{mutant.name} broke other parts: {others}"
 
 
-def test_every_exercise_has_three_known_wrong_answers():
-    for module in LESSONS:
-        lesson = subs.load_lesson(module)
-        _, solutions, _ = _cells(lesson)
-        exercises = {subs.exercise_of(k) for k in solutions}
-        for ex in exercises:
-            n = sum(m.exercise == ex for m in lesson.mutants)
-            assert n >= 3, f"{lesson.assignment} {ex} has {n} known-wrong answers; the course asks for 3+"
+@pytest.mark.parametrize("key", LESSONS)
+def test_every_part_has_three_known_wrong_answers(key):
+    lesson = subs.load_lesson(key)
+    parts = {course.part_of(gid) for kind, gid, _ in subs.lesson_cells(key) if kind == "solution"}
+    for part in sorted(parts):
+        n = sum(m.part == part for m in lesson.mutants)
+        assert n >= 3, f"{lesson.assignment} {part} has {n} known-wrong answers; the course asks for 3+"

@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from sdcourse import models, shapes
-from sdcourse.tiny import common, evaluate
+from sdcourse.tiny import common, evaluate, floors
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -25,21 +24,19 @@ TINY_SD = models.models_dir() / models.TINY_SD
 TINY_CLIP = models.models_dir() / models.TINY_CLIP
 
 
+# The thresholds, defined once in sdcourse/tiny/floors.py. The shipped models must meet the
+# first edition's floors (asserted here); the second edition's targets (issue #10: photos never
+# trained on, another renderer, SD-shaped guidance curve) are measured and reported, met or not,
+# by `make eval-tiny` and the model cards until the retrained models ship.
+FLOOR = {f.key: f.value for f in floors.SHIPPED}
+
+
 @pytest.fixture(scope="module")
 def loaded():
-    """All three tiny models, loaded once (with per-model load times)."""
+    """All three tiny models, loaded once."""
     torch.set_num_threads(2)
-    # imports (diffusers resolves its classes lazily) are not load time
-    import open_clip  # noqa: F401
-    from diffusers import AutoencoderKL, StableDiffusionPipeline  # noqa: F401
-    from transformers import CLIPTextModel, CLIPTokenizer  # noqa: F401
-    out, times = {}, {}
-    for name, fn in (("clip", models.load_clip), ("vae", models.load_vae), ("pipe", models.load_pipeline)):
-        t = time.perf_counter()
-        out[name] = fn("tiny", device="cpu")
-        times[name] = time.perf_counter() - t
-    out["times"] = times
-    return out
+    return {name: fn("tiny", device="cpu")
+            for name, fn in (("clip", models.load_clip), ("vae", models.load_vae), ("pipe", models.load_pipeline))}
 
 
 # ------------------------------------------------------------------ loading
@@ -53,12 +50,30 @@ def test_each_loader_prints_one_line_and_keeps_stderr_quiet(capfd):
         assert e == "", e
 
 
-def test_loads_fast_and_small(loaded):
-    for name, t in loaded["times"].items():
-        assert t <= 2.0, f"{name} took {t:.2f}s to load"
-    import resource
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 <= 2048
-    assert common.dir_size_mb(models.models_dir()) <= 50
+_LOAD_OFFLINE = r"""
+import json, socket, torch
+attempts = []
+def _refuse(self, address, *a, **k):
+    attempts.append(repr(address))
+    raise OSError("network disabled by the test")
+socket.socket.connect = _refuse
+from sdcourse import models
+clip, _, _ = models.load_clip("tiny", device="cpu")
+vae = models.load_vae("tiny", device="cpu")
+pipe = models.load_pipeline("tiny", device="cpu")
+image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
+print(json.dumps({"attempts": attempts, "size": list(image.size)}))
+"""
+
+
+def test_tiny_models_load_and_sample_without_any_network_attempt_and_fit_the_size_floor(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="0", HF_HOME=str(tmp_path / "hf"))  # even with the hub allowed
+    r = subprocess.run([sys.executable, "-c", _LOAD_OFFLINE], capture_output=True, text=True, env=env,
+                       cwd=str(REPO), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    assert res == {"attempts": [], "size": [64, 64]}, res
+    assert common.dir_size_mb(models.models_dir()) <= FLOOR["weights_mb"]
 
 
 def test_same_library_calls_as_the_full_tier():
@@ -76,7 +91,8 @@ def test_same_library_calls_as_the_full_tier():
     assert pipe.safety_checker is None and pipe.text_encoder.dtype == torch.float32
     # the loaders' shared code path (used with the hub id for the full tier) takes a local folder
     assert models._vae_from(str(TINY_SD), "vae", "cpu", local_files_only=True).config.latent_channels == 4
-    assert models._pipeline_from(str(TINY_SD), "cpu", local_files_only=True).unet.config.cross_attention_dim == 64
+    assert models._pipeline_from(str(TINY_SD), "cpu", local_files_only=True).unet.config.cross_attention_dim > 0
+    assert models.tier_of(models.load_vae("tiny", device="cpu")) == "tiny"
 
 
 def test_vendored_tokenizer_matches_open_clip_and_truncates_like_sd(loaded):
@@ -95,52 +111,136 @@ def test_vendored_tokenizer_matches_open_clip_and_truncates_like_sd(loaded):
     assert img.size == (64, 64)
 
 
-# ------------------------------------------------------------------ quality floors (small samples)
-def test_clip_zero_shot_floor_and_relation_limitation(loaded):
+# ------------------------------------------------------------------ quality floors (smaller samples)
+def test_clip_zero_shot_floors_and_relation_limitation(loaded):
     model, pre, tok = loaded["clip"]
     zs = evaluate.clip_zero_shot(model, pre, tok, n=96)
-    assert zs["top1"] >= 0.90, zs
+    assert zs["top1"] >= FLOOR["clip_zero_shot"], zs
+    other = evaluate.clip_other_renderer(model, pre, tok, n=144)
+    assert other["n"] == 144 and other["colour_acc"] > 0.5, other  # measured (a 2nd-edition target), see eval-tiny
     rel = evaluate.clip_relation_swap(model, pre, tok, n=64)
-    assert rel["acc"] <= 0.70, rel  # near chance (0.5): CLIP is close to a bag of words
+    assert rel["acc"] <= FLOOR["clip_relation_swap"], rel  # near chance (0.5): CLIP is close to a bag of words
 
 
-def test_vae_psnr_floors(loaded):
-    r = evaluate.vae_psnr(loaded["vae"], n=32)
-    assert r["shapes_psnr"] >= 25.0, r
-    assert r["photos_psnr"] >= 20.0, r
+def test_other_renderer_is_independent_and_draws_every_class():
+    """The CLIP's "different renderer" test set does not call the training renderer, and each
+    image shows one object of the named colour on its background."""
+    import inspect
+
+    src = inspect.getsource(evaluate.other_renderer) + inspect.getsource(evaluate._other_vertices)
+    src = src.replace(evaluate.other_renderer.__doc__, "")  # its docstring names what it avoids
+    assert "render_scene(" not in src and "_shape_polygon" not in src
+    rng = np.random.default_rng(0)
+    for colour, shape in shapes.CLASSES:
+        for bg in evaluate.OTHER_BACKGROUNDS:
+            im = evaluate.other_renderer(colour, shape, rng, background=bg, style="filled")
+            assert im.size == (64, 64) and shapes.dominant_colour(im) == colour, (colour, shape, bg)
+
+
+def test_vae_floors_and_reserved_photos_measured_at_256_and_512(loaded):
+    vae = loaded["vae"]
+    r = evaluate.vae_psnr(vae, n=32)
+    assert r["shapes_psnr"] >= FLOOR["vae_shapes_psnr"], r
+    assert r["photos_psnr"] >= FLOOR["vae_photo_strips_psnr"], r
+    # the reserved photos are a 2nd-edition target: here only that 512x512 works and is measured
+    res = evaluate.vae_reserved_photos(vae, sizes=(256, 512))
+    assert all(np.isfinite(res[n][s]["psnr"]) for n in common.RESERVED_PHOTOS for s in ("256", "512")), res
+
+
+def test_vae_never_trains_on_the_reserved_photos():
+    reserved = {n.split(".")[0].lower() for n in common.RESERVED_PHOTOS}
+    assert not reserved & {n.lower() for n in common.PHOTOS}
+    grace = common.reserved_photo("grace_hopper.jpg", 256)
+    for name in common.PHOTOS:
+        photo = common.load_photo(name)
+        assert photo.shape != grace.shape or not np.array_equal(photo, grace), name
 
 
 def test_vae_is_sd_shaped_and_scaled(loaded):
     vae = loaded["vae"]
     with torch.no_grad():
         z = vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean
-    assert tuple(z.shape) == (1, 4, 8, 8)
+        z512 = vae.encode(torch.zeros(1, 3, 512, 512)).latent_dist.mean
+    assert tuple(z.shape) == (1, 4, 8, 8) and tuple(z512.shape) == (1, 4, 64, 64)
     stats = json.loads((TINY_SD / "vae" / "training_stats.json").read_text())
     assert vae.config.scaling_factor == pytest.approx(1 / stats["latent_std"], rel=1e-3)
 
 
 @pytest.fixture(scope="module")
 def adherence(loaded):
-    """Adherence at guidance 1 and 7.5 on 72 prompts (3 per colour x shape class), 25 steps."""
-    return evaluate.pipeline_adherence(loaded["pipe"], guidances=(1.0, 7.5), per_class=3, steps=25, batch=72)
+    """Adherence at guidance 1, 3, 7.5 and 20 on 216 prompts (9 per colour x shape class), 25 steps,
+    as `make eval-tiny` measures it."""
+    return evaluate.pipeline_adherence(loaded["pipe"], guidances=(1.0, 3.0, 7.5, 20.0), per_class=9, steps=25,
+                                       batch=72)
 
 
-def test_pipeline_follows_prompts(adherence):
-    assert adherence["7.5"]["adherence"] >= 0.8, adherence
+def test_pipeline_follows_prompts_with_guidance(adherence):
+    assert adherence["3.0"]["adherence"] >= FLOOR["pipeline_adherence_3"], adherence
 
 
 # As in SD, whose web captions often misdescribe their image, the tiny pipeline is trained on
 # captions that are sometimes wrong, so guidance, not the bare conditional model, makes it follow
-# the prompt (216 samples: 0.53 at guidance 1, 0.87 at 7.5; README "Guidance and caption noise").
-def test_guidance_buys_adherence(adherence):
-    assert adherence["7.5"]["adherence"] >= adherence["1.0"]["adherence"] + 0.1, adherence
+# the prompt; too much guidance over-saturates (clips) the colours.
+def test_guidance_buys_adherence_and_too_much_oversaturates(adherence):
+    assert adherence["3.0"]["adherence"] >= adherence["1.0"]["adherence"] + FLOOR["pipeline_guidance_gain_3"], adherence
+    assert adherence["20.0"]["clipped_fraction"] >= FLOOR["pipeline_oversaturation"] * adherence["7.5"]["clipped_fraction"]
 
 
-def test_sampling_is_fast(loaded):
-    assert evaluate.sampling_time(loaded["pipe"], repeats=2) <= 1.0
+def test_pipeline_samples_64px_from_8x8_latents_with_cross_attention_at_8x8(loaded):
+    """Lesson 6-3-4 plots per-token cross-attention maps over the image: the UNet must attend to
+    the text at the 8x8 latent level (down and up), not only in its 4x4 middle."""
+    pipe = loaded["pipe"]
+    out = pipe("a green star", num_inference_steps=25, guidance_scale=7.5, output_type="latent",
+               generator=torch.Generator().manual_seed(1)).images
+    assert tuple(out.shape) == (1, 4, 8, 8)
+    cfg = pipe.unet.config
+    assert cfg.down_block_types[0].startswith("CrossAttn") and cfg.up_block_types[-1].startswith("CrossAttn")
+    cross = [n for n in pipe.unet.attn_processors if "attn2" in n]
+    assert any(n.startswith("down_blocks.0") for n in cross) and any(n.startswith("up_blocks.1") for n in cross)
+
+
+def test_cards_and_readme_are_rendered_from_eval_results_and_every_floor_is_met():
+    """Model cards and README's status table are rendered from eval_results.json and the floors
+    (no figure typed by hand), and every first-edition floor is met by the shipped models."""
+    from sdcourse.tiny import cards
+
+    ev = json.loads((models.models_dir() / "eval_results.json").read_text())
+    for path, text in cards.render_all(ev).items():
+        assert path.read_text() == text, f"{path} is out of date: run make eval-tiny"
+    readme = (REPO / "README.md").read_text()
+    assert cards.readme_block(ev) in readme, "README's tiny-tier status is out of date: run make eval-tiny"
+    missed = [(f.key, v) for f, v, ok in floors.check(ev) if not ok and f.edition == 1]
+    assert not missed, f"floors not met: {missed}"
+
+
+# ------------------------------------------------------------------ build tooling stays out of the lessons
+#: Exercise functions of the lessons (../shared/DESIGN.md "Exercises"): the build tooling must not
+#: hand any of them to a student in one call.
+EXERCISES = {"unet_level_shapes", "receptive_field", "high_frequency_error", "timestep_embedding", "group_norm",
+             "cosine_similarity_matrix", "clip_loss", "embed_images", "embed_texts", "zero_shot_classify",
+             "two_way_accuracy", "probe", "classifier_free_guidance", "sample_with_cfg", "encode_image",
+             "decode_latents", "estimate_scaling_factor", "compression_ratio", "trace_pipeline",
+             "latent_diffusion_loss"}
+
+
+def test_tiny_tooling_exposes_no_exercise_solution_and_no_notebook_imports_it():
+    import importlib
+    import pkgutil
+
+    import sdcourse.tiny as tiny
+
+    assert "notebooks never import" in tiny.__doc__.lower()
+    for m in pkgutil.iter_modules(tiny.__path__):
+        mod = importlib.import_module(f"sdcourse.tiny.{m.name}")
+        assert "notebooks never import" in (mod.__doc__ or "").lower(), m.name
+        public = {n for n in vars(mod) if not n.startswith("_") and callable(getattr(mod, n))}
+        assert not public & EXERCISES, (m.name, public & EXERCISES)
+    for nb in list(REPO.glob("notebooks/**/*.ipynb")) + list(REPO.glob("solutions/**/*.ipynb")):
+        assert "sdcourse.tiny" not in nb.read_text() and "sdcourse import tiny" not in nb.read_text(), nb
 
 
 # ------------------------------------------------------------------ trainers (smoke)
+@pytest.mark.slow
 def test_trainers_smoke(tmp_path):
     from sdcourse.tiny import train_clip, train_pipeline, train_vae
 
@@ -222,33 +322,44 @@ def test_missing_or_corrupted_files_name_the_file_and_the_fix(tmp_path, monkeypa
 
 
 _FULL_OFFLINE = r"""
-import time, json, contextlib, io
+import json, contextlib, io, socket
+attempts = []
+_connect = socket.socket.connect
+def _record(self, address, *a, **k):  # any network attempt is recorded (and refused)
+    attempts.append(repr(address))
+    raise OSError("network disabled by the test")
+socket.socket.connect = _record
+socket.create_connection = lambda address, *a, **k: _record(None, address)
 from sdcourse import models
 res = {}
 for name, fn in (("clip", models.load_clip), ("vae", models.load_vae), ("pipeline", models.load_pipeline)):
-    t = time.perf_counter()
     try:
         fn("full", device="cpu"); res[name] = "loaded?!"
     except RuntimeError as e:
         res[name] = str(e)
-    res[name + "_s"] = time.perf_counter() - t
 buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
-    models.load_vae("auto", device="cpu")
+    vae = models.load_vae("auto", device="cpu")
+    pipe = models.load_pipeline("auto", device="cpu")
 res["auto"] = buf.getvalue()
+res["tiers"] = [models.tier_of(vae), models.tier_of(pipe), models.session_tier()]
+res["attempts"] = attempts
 print(json.dumps(res))
 """
 
 
-def test_full_tier_offline_fails_fast_and_auto_falls_back(tmp_path):
+def test_full_tier_offline_fails_clearly_without_network_and_auto_falls_back(tmp_path):
+    """Offline, the full tier fails with a message that says why and how to switch, without
+    trying the network; ``auto`` picks the tiny tier once for every model of the session."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), SDCOURSE_TIER="")
     env.pop("SDCOURSE_MODELS_DIR", None)
     r = subprocess.run([sys.executable, "-c", _FULL_OFFLINE], capture_output=True, text=True, env=env,
-                       cwd=str(REPO), timeout=120)
+                       cwd=str(REPO), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout.strip().splitlines()[-1])
     for name in ("clip", "vae", "pipeline"):
         assert "could not load the full-tier" in res[name] and "SDCOURSE_TIER=tiny" in res[name], res[name]
-        assert res[name + "_s"] < 10, res
     assert "ViT-B-32" in res["clip"] and models.FULL_SD in res["vae"] and "HF_HUB_OFFLINE" in res["vae"]
+    assert res["attempts"] == [], f"the loaders tried the network: {res['attempts']}"
     assert res["auto"].startswith("sdcourse: using the tiny VAE"), res["auto"]
+    assert res["tiers"] == ["tiny", "tiny", "tiny"], res["tiers"]

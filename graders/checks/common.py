@@ -1,70 +1,124 @@
-"""Machinery shared by every hidden check (instructor-only; never shipped to students).
+"""The trusted half of every hidden check (instructor-only; never shipped to students).
 
-A hidden check has three separate steps so that execution and scoring can later run in
-different processes:
+A hidden check is three steps, and only the middle one touches the student's code:
 
-    inputs  = make_inputs(seed)          # fresh, seeded tensors (odd sizes, batch 1, ...)
-    outputs = run_student(obj, inputs)   # the ONLY step that executes student code,
-                                         #   inside ``forbid(...)`` so the library oracle
-                                         #   cannot be called from it
-    compare(inputs, outputs)             # the oracle + a diagnosis naming the misconception
+    inputs  = make_inputs(seed)         # trusted: fresh, seeded plain data (odd sizes, batch 1, ...)
+    outputs = run(inputs, *student)     # untrusted: calls the student's code; plain data out
+    compare(inputs, outputs)            # trusted: the oracle + a diagnosis naming the misconception
 
-:func:`run_check` chains them, silently: nothing reaches stderr (nbgrader scores any stderr
-output in a test cell as 0), and every failure is an ``AssertionError`` written for the
-student.
+A lesson's checks module declares its checks in one table, ``CHECKS = Checks(Check(...), ...)``,
+and its hidden test lines call ``hidden.check("<name>", <student objects>)``. Run functions
+are top-level ``run_*`` functions: ``graders.checks.bundle`` cuts them out of the module so the
+grading sandbox can run them next to the student's code (see ``runtime``), and the same bundle
+runs here in-process (nbval, the quick tests), so both paths execute the same code.
+
+Inputs and outputs are plain data (tensors, numbers, strings, lists, tuples, dicts): in the
+sandbox they cross a process boundary as bytes (``runtime.pack``); in-process they make the
+same round trip, so a run function that returns a module or a closure fails everywhere.
+Every failure is a :class:`CheckFailed` written for the student; nothing reaches stderr.
 """
 from __future__ import annotations
 
-import builtins
-import contextlib
-import importlib
-import io
-import sys
-import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+
+from . import runtime
+from .runtime import OracleCalled, forbid, quiet, seeded  # noqa: F401  (re-exported)
 
 
 class CheckFailed(AssertionError):
     """A hidden check failed; the message is meant for the student."""
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- checks
+
+@dataclass(frozen=True)
+class Check:
+    """One hidden check: ``make_inputs(seed)``, ``run(inputs, *student_objects)`` (a top-level
+    ``run_*`` function: it runs in the sandbox), ``compare(inputs, outputs)``, the seeds, and
+    the dotted names of library oracles the student's code may not call."""
+    name: str
+    make_inputs: Callable[[int], Any]
+    run: Callable[..., Any]
+    compare: Callable[[Any, Any], None]
+    seeds: tuple[int, ...]
+    forbid: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+        object.__setattr__(self, "forbid", tuple(self.forbid))
 
 
-def run_check(make_inputs: Callable[[int], Any], run_student: Callable[[Any], Any],
-              compare: Callable[[Any, Any], None], seeds: Iterable[int],
-              forbidden: Iterable[str] = ()) -> None:
-    """make inputs -> run the student's code under ``forbid`` -> compare, for every seed."""
-    with quiet():
-        assert_untampered()
-        for seed in seeds:
-            inputs = make_inputs(seed)
-            with forbid(forbidden):
+class Checks:
+    """A lesson's table of checks; calling it runs one check in-process."""
+
+    def __init__(self, *checks: Check, module: str = ""):
+        self.checks = tuple(checks)
+        self.module = module.rpartition(".")[2]
+        names = [c.name for c in checks]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate check names: {sorted(dupes)}")
+        self._by_name = {c.name: c for c in checks}
+
+    def __getitem__(self, name: str) -> Check:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.module} has no check {name!r}; it has {sorted(self._by_name)}") from None
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    # --- trusted side, used by both paths
+    def inputs(self, name: str) -> dict[int, bytes]:
+        """Packed inputs of check ``name``, one per seed (what the sandbox receives)."""
+        check = self[name]
+        return {seed: runtime.pack(check.make_inputs(seed)) for seed in check.seeds}
+
+    def judge(self, name: str, outputs: dict[int, bytes | None]) -> None:
+        """Compare packed outputs (seed -> bytes, or None when the run never happened) with
+        the oracle; raise :class:`CheckFailed` naming the first problem."""
+        check = self[name]
+        with quiet():
+            for seed in check.seeds:
+                data = outputs.get(seed)
+                if data is None:
+                    raise CheckFailed("the hidden test did not run: the cell stopped before it "
+                                      "(an error above, or the kernel was interrupted)")
+                inputs = check.make_inputs(seed)
                 try:
-                    outputs = run_student(inputs)
-                except (CheckFailed, OracleCalled):
-                    raise
-                except NotImplementedError:
-                    raise CheckFailed("not implemented yet: the solution cell still raises "
-                                      "NotImplementedError") from None
-                except Exception as exc:  # the student's code crashed on a fresh input
-                    raise CheckFailed(
-                        f"your code raised {type(exc).__name__}: {exc}\n"
-                        f"on a fresh input: {describe(inputs)}") from None
-            compare(inputs, outputs)
+                    out = runtime.unpack(data)
+                except runtime.PackError as exc:
+                    raise CheckFailed(f"your code returned something the grader cannot read ({exc})") from None
+                if runtime.is_error(out):
+                    raise CheckFailed(_error_message(out["__error__"], inputs))
+                check.compare(inputs, out)
+
+    # --- in-process path: what a hidden test line calls
+    def __call__(self, name: str, *objects: Any) -> None:
+        from . import bundle
+
+        check = self[name]
+        run = getattr(bundle.load(self.module), check.run.__name__)
+        outputs = {}
+        for seed, packed in self.inputs(name).items():
+            outputs[seed] = runtime.call(run, runtime.unpack(packed), objects, check.forbid)
+        self.judge(name, outputs)
 
 
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Swallow warnings and anything written to stderr (nbgrader scores stderr as 0)."""
-    err = io.StringIO()
-    with warnings.catch_warnings(), contextlib.redirect_stderr(err):
-        warnings.simplefilter("ignore")
-        yield
+def _error_message(err: dict, inputs: Any) -> str:
+    kind, typ, msg = err.get("kind"), err.get("type", "Exception"), err.get("message", "")
+    if kind == "not_implemented":
+        return "not implemented yet: the solution cell still raises NotImplementedError"
+    if kind == "oracle":
+        return msg
+    if kind == "unpackable":
+        return f"your code returned something the grader cannot read: {msg}"
+    return f"your code raised {typ}: {msg}\non a fresh input: {describe(inputs)}"
 
 
 def describe(inputs: Any) -> str:
@@ -74,105 +128,9 @@ def describe(inputs: Any) -> str:
                          if not k.startswith("_"))
     if isinstance(inputs, torch.Tensor):
         return f"tensor{tuple(inputs.shape)} {str(inputs.dtype).replace('torch.', '')}"
-    if isinstance(inputs, torch.nn.Module):
-        return type(inputs).__name__
+    if isinstance(inputs, (list, tuple)) and len(inputs) > 6:
+        return f"{type(inputs).__name__} of {len(inputs)}"
     return repr(inputs)
-
-
-# --------------------------------------------------------------------------- oracles
-
-
-class OracleCalled(CheckFailed):
-    pass
-
-
-@contextlib.contextmanager
-def forbid(targets: Iterable[str]) -> Iterator[None]:
-    """Make the library oracle unusable while the student's code runs.
-
-    ``targets`` are dotted paths ("torch.nn.functional.group_norm"). Each is replaced at its
-    home module AND wherever the notebook bound it by name (``from x import f`` puts ``f`` in
-    the notebook's globals), so an answer that merely wraps the oracle fails loudly.
-    """
-    patched: list[tuple[Any, str, Any]] = []
-    main = sys.modules.get("__main__")
-    try:
-        for path in targets:
-            module_name, _, attr = path.rpartition(".")
-            owner = _resolve(module_name)
-            original = getattr(owner, attr)
-            trap = _trap(path, original)
-            patched.append((owner, attr, original))
-            setattr(owner, attr, trap)
-            if main is not None:
-                for name, value in list(vars(main).items()):
-                    if value is original:
-                        patched.append((main, name, original))
-                        setattr(main, name, trap)
-        yield
-    finally:
-        for owner, attr, original in reversed(patched):
-            setattr(owner, attr, original)
-
-
-def _resolve(dotted: str) -> Any:
-    """Import ``a.b.c`` where ``c`` may be a class inside module ``a.b``."""
-    try:
-        return importlib.import_module(dotted)
-    except ModuleNotFoundError:
-        parent, _, attr = dotted.rpartition(".")
-        return getattr(importlib.import_module(parent), attr)
-
-
-def _trap(path: str, original: Any) -> Any:
-    message = (f"your code calls the library reference `{path}`; this exercise asks you to "
-               "write it yourself (the hidden test compares you against that library).")
-    if isinstance(original, type):
-        class Trap(original):  # type: ignore[misc, valid-type]
-            def __init__(self, *a, **k):
-                raise OracleCalled(message)
-
-            def __new__(cls, *a, **k):
-                raise OracleCalled(message)
-        Trap.__name__ = original.__name__
-        return Trap
-
-    def trap(*args, **kwargs):
-        raise OracleCalled(message)
-    return trap
-
-
-def assert_no_oracle_modules(module: torch.nn.Module, classes: Iterable[type]) -> None:
-    """A student's ``nn.Module`` must not simply contain the library class it re-implements."""
-    for sub in module.modules():
-        for cls in classes:
-            if isinstance(sub, cls):
-                raise OracleCalled(
-                    f"your module contains a `{cls.__module__}.{cls.__name__}`; this exercise "
-                    "asks you to build it from nn.Linear and your own forward pass.")
-
-
-# The comparisons below rely on these; a notebook that replaces one of them (to make every
-# comparison pass) gets no points instead.
-_WATCHED = [
-    (torch, ["allclose", "isclose", "equal", "abs", "max", "tensor", "as_tensor"]),
-    (torch.Tensor, ["__sub__", "abs", "max", "item", "tolist", "numpy", "detach", "cpu",
-                    "float", "double", "__eq__", "__lt__", "__gt__"]),
-    (np, ["allclose", "isclose", "abs", "max", "asarray", "array_equal", "argmax"]),
-    (builtins, ["abs", "max", "min", "float", "isinstance", "len", "all", "any"]),
-]
-
-
-def assert_untampered() -> None:
-    for owner, names in _WATCHED:
-        for name in names:
-            obj = getattr(owner, name, None)
-            module = getattr(obj, "__module__", None) or ""
-            if module == "__main__" or module.startswith("ipykernel") or "<" in module:
-                raise CheckFailed(
-                    f"`{getattr(owner, '__name__', owner)}.{name}` has been replaced by code "
-                    "in this notebook; the grader cannot trust comparisons, so this test "
-                    "gives no points. Restart the kernel and remove the monkeypatch.")
 
 
 # --------------------------------------------------------------------------- comparing
@@ -229,6 +187,3 @@ def expect_close(actual: Any, expected: torch.Tensor, what: str, *, atol: float 
         f"(yours {a[worst]:.6g}, expected {e[worst]:.6g}; tolerance {atol:g} + {rtol:g}*|expected|)."
         + (f" {hint}" if hint else ""))
 
-
-def seeded(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed)

@@ -55,6 +55,14 @@ MUTANTS = [
            (("            r += j\n", ""),), "pooling window"),
     Mutant("kernel_not_minus_one", "ex3_receptive_field",
            ((RF_CONV, "r += convs_per_level * kernel_size * j"),), "k - 1"),
+    Mutant("measured_not_computed", "ex3_receptive_field",
+           (("    r, j = 1, 1\n",
+             "    step = 2 ** (num_levels - 1)\n"
+             "    size = step * (2 * (convs_per_level * (kernel_size - 1) + 1) + 5)\n"
+             "    mask = l1.input_footprint(l1.positive_stack(num_levels, convs_per_level, kernel_size),\n"
+             "                              torch.ones(1, 1, size, size), (size // step // 2, size // step // 2))\n"
+             "    return l1.footprint_width(mask)\n"
+             "    r, j = 1, 1\n"),), "arithmetic"),
     # ex4: the high-frequency metric
     Mutant("no_high_pass", "ex4_high_frequency_error",
            ((HF_FILTER, "(pred - target)"),), "no high-pass"),
@@ -66,4 +74,6 @@ MUTANTS = [
            "each channel separately"),
     Mutant("absolute_error", "ex4_high_frequency_error",
            (("return (diff ** 2).mean()", "return diff.abs().mean()"),), "SQUARED"),
+    Mutant("summed_not_averaged", "ex4_high_frequency_error",
+           (("return (diff ** 2).mean()", "return (diff ** 2).sum()"),), "MEAN"),
 ]

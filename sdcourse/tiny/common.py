@@ -1,4 +1,6 @@
-"""Shared helpers for the tiny-model trainers: paths, seeds, photo crops, model cards."""
+"""Shared helpers for the tiny-model trainers: paths, seeds, photo crops, PSNR, JSON.
+
+Instructor build tooling (``make tiny-models``); notebooks never import this module."""
 from __future__ import annotations
 
 import json
@@ -14,8 +16,10 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REBUILD_CMD = "make tiny-models  (= python -m sdcourse.tiny.build_all)"
 
-#: scikit-image sample photos used for the VAE (all bundled with scikit-image, no download),
-#: with the licence stated in each loader's docstring.
+#: Every photo the VAE trains on: all bundled with scikit-image (files inside the installed
+#: package, ``skimage/data/``; nothing is fetched), with the licence its ``skimage.data``
+#: docstring states. matplotlib's sample photos (``grace_hopper.jpg``,
+#: ``Minduka_Present_Blue_Pack.png``) are reserved for evaluation and must never appear here.
 PHOTOS: dict[str, str] = {
     "astronaut": "public domain (NASA Great Images database)",
     "coffee": "CC0 (photographer Rachel Michetti)",
@@ -30,6 +34,8 @@ PHOTOS: dict[str, str] = {
     "gravel": "CC0 (CC0Textures); greyscale",
     "brick": "CC0 (CC0Textures); greyscale",
 }
+#: matplotlib's bundled sample photos, reserved for evaluating the VAE (never trained on).
+RESERVED_PHOTOS: tuple[str, ...] = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 #: Fraction of each photo's width (the right-hand strip) held out for evaluation.
 HELDOUT_FRACTION = 0.25
 
@@ -75,15 +81,35 @@ _PHOTO_CACHE: dict[str, np.ndarray] = {}
 
 
 def load_photo(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 array of a bundled scikit-image photo."""
+    """(H, W, 3) uint8 array of a bundled scikit-image photo (a name in ``PHOTOS``)."""
     if name not in _PHOTO_CACHE:
         import skimage.data
 
-        arr = np.asarray(getattr(skimage.data, name)())
+        if name.startswith("motorcycle_"):
+            arr = skimage.data.stereo_motorcycle()[0 if name.endswith("left") else 1]
+        else:
+            arr = np.asarray(getattr(skimage.data, name)())
         if arr.ndim == 2:
             arr = np.repeat(arr[..., None], 3, axis=2)
+        if arr.shape[2] == 4:  # RGBA: composite on white
+            a = arr[..., 3:].astype(np.float32) / 255
+            arr = (arr[..., :3] * a + 255 * (1 - a)).round()
         _PHOTO_CACHE[name] = np.ascontiguousarray(arr[..., :3]).astype(np.uint8)
     return _PHOTO_CACHE[name]
+
+
+def reserved_photo(name: str, size: int) -> np.ndarray:
+    """(size, size, 3) uint8: one of matplotlib's sample photos (``RESERVED_PHOTOS``), RGBA
+    composited on white, resized (bicubic) to a square. For evaluation only."""
+    import matplotlib.cbook
+    from PIL import Image
+
+    if name not in RESERVED_PHOTOS:
+        raise ValueError(f"{name!r} is not a reserved evaluation photo ({', '.join(RESERVED_PHOTOS)})")
+    im = Image.open(matplotlib.cbook.get_sample_data(name, asfileobj=False))
+    if im.mode == "RGBA":
+        im = Image.alpha_composite(Image.new("RGBA", im.size, (255, 255, 255, 255)), im)
+    return np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC))
 
 
 def _photo_region(name: str, split: str, scale: float) -> np.ndarray:
@@ -123,13 +149,19 @@ def photo_crops(n: int, size: int, split: str, seed: int, scales=(1.0, 0.5)) -> 
 
 def to_model_range(u8: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float tensor in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(u8)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+    return torch.from_numpy(np.array(u8, copy=True)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
 def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB of images in [-1, 1], shape (N, 3, H, W) -> (N,)."""
     mse = ((x.clamp(-1, 1) - y.clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
+
+
+def cpu_s(children: bool = False) -> float:
+    """CPU seconds (user + system) used so far by this process, or by its finished children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    return round(r.ru_utime + r.ru_stime, 1)
 
 
 def peak_rss_mb() -> float:

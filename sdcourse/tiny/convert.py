@@ -1,5 +1,7 @@
 """Turn an open_clip CLIP's text tower into a transformers ``CLIPTextModel``.
 
+Instructor build tooling (``make tiny-models``); notebooks never import this module.
+
 Stable Diffusion 1.x does not train its text encoder: it borrows the text tower of a CLIP
 (OpenAI's ViT-L/14) and keeps it frozen. The tiny pipeline does the same with the tiny
 CLIP: this module copies the tiny CLIP's text-tower weights into the class SD's pipeline

@@ -1,5 +1,7 @@
 """Vendor the CLIP BPE tokenizer as Hugging Face ``CLIPTokenizer`` files, offline.
 
+Instructor build tooling (``make tiny-models``); notebooks never import this module.
+
 open_clip ships the original CLIP merges file (``open_clip/bpe_simple_vocab_16e6.txt.gz``).
 From it we build ``vocab.json`` and ``merges.txt`` exactly the way OpenAI's / HF's
 ``openai/clip-vit-large-patch14`` tokenizer files were made (256 byte tokens, the same with

@@ -1,5 +1,7 @@
 """Train the tiny CLIP (an open_clip model) contrastively on shapes world.
 
+Instructor build tooling (``make tiny-models``); notebooks never import this module.
+
 The model is an ordinary open_clip ``CLIP`` (ViT image tower + causal text transformer)
 defined by ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``, the same format
 as open_clip's hub configs) and trained with open_clip's own ``ClipLoss``. It uses

@@ -1,5 +1,7 @@
 """Train the tiny text-to-image pipeline: a complete diffusers ``StableDiffusionPipeline``.
 
+Instructor build tooling (``make tiny-models``); notebooks never import this module.
+
 Parts (each a standard library class, saved in the standard folder layout)::
 
     tokenizer/     transformers CLIPTokenizer (CLIP BPE vocabulary vendored from open_clip,

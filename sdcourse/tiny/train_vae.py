@@ -1,5 +1,7 @@
 """Train the tiny SD-style VAE (diffusers ``AutoencoderKL``) from scratch.
 
+Instructor build tooling (``make tiny-models``); notebooks never import this module.
+
 Architecture: like SD's VAE but narrow — 4 ``block_out_channels`` entries, hence 3
 downsamplings (8x), and 4 latent channels; so a 64x64 RGB image becomes a 4x8x8 latent.
 Data: shapes-world scenes (3/8 of each batch: crops centred on an object, so that the few

@@ -1,6 +1,6 @@
-"""Lesson 6.3.3 (CLIP): figures, the caption widget, the limitation probes and a toy CLIP.
+"""Lesson 6-3-3 "CLIP": figures, the caption widget, the limitation probes and a toy CLIP.
 
-The notebook imports this module in one line (``from sdcourse import clip_lab``). Nothing
+The notebook imports this module in one line (``from sdcourse import l3_clip as l3``). Nothing
 here is an exercise answer: the figures and the widget take the student's own functions
 and tensors as arguments, and :func:`toy_clip` is a tiny, seeded stand-in with CLIP's
 interface (``encode_image`` / ``encode_text`` / ``logit_scale`` + a preprocess and a
@@ -9,28 +9,28 @@ a student has.
 """
 from __future__ import annotations
 
+import copy
 import math
-import re
-import zlib
-from typing import Callable, Sequence
-
 import matplotlib.pyplot as plt
 import numpy as np
+import re
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import zlib
 from PIL import Image, ImageDraw, ImageFont
-
+from typing import Callable, Sequence
 from . import shapes
+from .figures import figure_view, thumbnails, to_numpy
 
-__all__ = ["ToyTokenizer", "ToyCLIP", "toy_clip", "toy_images", "similarity_heatmap",
-           "batch_difficulty", "batch_size_figure", "zero_shot_bars", "probe_bars",
-           "caption_explorer", "write_on", "relation_probe", "count_probe",
-           "typographic_probe", "thumbnails"]
+__all__ = ['ToyTokenizer', 'ToyCLIP', 'toy_clip', 'toy_images', 'draw_dual_encoder', 'untrained_copy',
+           'alignment_figure', 'photo_typographic_probe', 'similarity_heatmap', 'batch_difficulty', 'batch_size_figure', 'zero_shot_bars', 'probe_bars', 'caption_explorer', 'write_on', 'relation_probe', 'count_probe', 'typographic_probe']
 
 
-def _np(x) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+# ===========================================================================
+# toy CLIP, figures, caption widget and limitation probes
+# ===========================================================================
+
 
 
 # --------------------------------------------------------------------------- toy CLIP
@@ -114,8 +114,6 @@ def toy_images(n: int, seed: int = 0, size: tuple[int, int] = (13, 11)) -> list[
 
 # --------------------------------------------------------------------------- figures
 
-def thumbnails(images: Sequence[Image.Image], size: int = 48) -> list[np.ndarray]:
-    return [np.asarray(im.convert("RGB").resize((size, size))) for im in images]
 
 
 def similarity_heatmap(S, images: Sequence[Image.Image] | None = None,
@@ -123,7 +121,7 @@ def similarity_heatmap(S, images: Sequence[Image.Image] | None = None,
                        fmt: str = "{:.2f}"):
     """Heatmap of an [N, M] similarity matrix: rows = images, columns = texts. The diagonal
     (the matching pairs, i.e. the labels) is outlined; each row's maximum is starred."""
-    S = _np(S)
+    S = to_numpy(S)
     n, m = S.shape
     thumbs = images is not None
     fig, ax = plt.subplots(figsize=(1.0 + 0.9 * m + (1.0 if thumbs else 0), 0.8 + 0.75 * n))
@@ -203,7 +201,7 @@ def zero_shot_bars(images: Sequence[Image.Image], probabilities, class_names: Se
                    true_index: Sequence[int] | None = None, top: int = 5):
     """One column per image: the image, then its ``top`` class probabilities (true class in
     green when ``true_index`` is given)."""
-    P = _np(probabilities)
+    P = to_numpy(probabilities)
     n = len(images)
     fig, axes = plt.subplots(2, n, figsize=(2.6 * n, 4.4), gridspec_kw={"height_ratios": [1, 1.1]},
                              squeeze=False)
@@ -245,7 +243,7 @@ def caption_explorer(embed_texts: Callable, model, tokenizer, image_features: to
     """Type a caption; see its cosine similarity to every image (your ``embed_texts``)."""
     import ipywidgets as widgets
 
-    out = widgets.Output()
+    out, show = figure_view()
     box = widgets.Text(value=caption, description="caption", continuous_update=False,
                        layout=widgets.Layout(width="60%"))
     img = F.normalize(image_features.float(), dim=-1)
@@ -254,23 +252,21 @@ def caption_explorer(embed_texts: Callable, model, tokenizer, image_features: to
     def draw(text: str) -> None:
         with torch.no_grad():
             sims = (img @ embed_texts(model, tokenizer, [text]).float().T)[:, 0]
-        s = _np(sims)
-        out.clear_output(wait=True)
-        with out:
-            fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(s)), 3))
-            best = int(s.argmax())
-            ax.bar(range(len(s)), s, color=["C3" if k == best else "C0" for k in range(len(s))])
-            ax.set_xlim(-0.5, len(s) - 0.5)
-            lo = min(0.0, s.min())
-            ax.set_ylim(lo, max(s.max() * 1.15, 1e-3))
-            ax.set_xticks([])
-            ax.set_ylabel("cosine similarity")
-            ax.set_title(f"{text!r}: best match is image {best} (red)", fontsize=10)
-            for k, t in enumerate(thumbs):
-                ax.imshow(t, extent=(k - 0.4, k + 0.4, lo - 0.02 - 0.25 * (ax.get_ylim()[1] - lo), lo - 0.02),
-                          clip_on=False)
-            fig.subplots_adjust(bottom=0.3)
-            plt.show()
+        s = to_numpy(sims)
+        fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(s)), 3))
+        best = int(s.argmax())
+        ax.bar(range(len(s)), s, color=["C3" if k == best else "C0" for k in range(len(s))])
+        ax.set_xlim(-0.5, len(s) - 0.5)
+        lo = min(0.0, s.min())
+        ax.set_ylim(lo, max(s.max() * 1.15, 1e-3))
+        ax.set_xticks([])
+        ax.set_ylabel("cosine similarity")
+        ax.set_title(f"{text!r}: best match is image {best} (red)", fontsize=10)
+        for k, t in enumerate(thumbs):
+            ax.imshow(t, extent=(k - 0.4, k + 0.4, lo - 0.02 - 0.25 * (ax.get_ylim()[1] - lo), lo - 0.02),
+                      clip_on=False)
+        fig.subplots_adjust(bottom=0.3)
+        show(fig)
 
     box.observe(lambda change: draw(change["new"]), names="value")
     draw(box.value)
@@ -333,4 +329,111 @@ def typographic_probe(n: int, seed: int = 0):
         attacked.append(write_on(img, word))
         true.append(_obj(o))
         written.append(_obj({"colour": word, "shape": o["shape"]}))
+    return clean, attacked, true, written
+
+
+
+# --------------------------------------------------------------------------- diagrams and the untrained twin
+
+def draw_dual_encoder(embed_dim: int | str = 512, title: str = "CLIP: two encoders, one shared space"):
+    """Two parallel towers (image encoder, text encoder) meeting only at the cosine similarity."""
+    from .figures import arrow, box
+
+    fig, ax = plt.subplots(figsize=(10, 2.9))
+    for y, inp, enc, colour in [(1.9, "image", "image encoder\n(ViT or CNN)", "#9ecae1"),
+                                (0.7, "caption", "text encoder\n(Transformer)", "#a1d99b")]:
+        box(ax, 0.7, y, 1.1, 0.5, inp, "#eeeeee")
+        box(ax, 2.8, y, 1.9, 0.62, enc, colour)
+        box(ax, 5.2, y, 1.8, 0.5, f"{inp} vector ({embed_dim})", "#eeeeee")
+        arrow(ax, (1.25, y), (1.85, y))
+        arrow(ax, (3.75, y), (4.3, y))
+        arrow(ax, (6.1, y), (7.35, 1.3 + (0.12 if y > 1.3 else -0.12)))
+    box(ax, 8.2, 1.3, 1.7, 0.62, "cosine similarity\n(the loss compares\nONLY here)", "#f4c27a")
+    ax.text(2.8, 1.3, "no shared weights", ha="center", va="center", fontsize=8.5, color="#b30000")
+    ax.set_xlim(0, 9.2)
+    ax.set_ylim(0.25, 2.45)
+    ax.axis("off")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def untrained_copy(model: nn.Module, seed: int = 0) -> nn.Module:
+    """The same architecture as ``model`` with fresh random weights: a deep copy in which every
+    layer with ``reset_parameters`` is re-initialised, every other parameter (positional
+    embeddings, projections, attention in-projections) is drawn from a normal distribution
+    scaled by 1 / sqrt(its last dimension), and ``logit_scale`` is set to its usual starting
+    value ln(1 / 0.07). Seeded; the global random state is left untouched."""
+    net = copy.deepcopy(model)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        covered = set()
+        for module in net.modules():
+            if hasattr(module, "reset_parameters") and module is not net:
+                module.reset_parameters()
+                covered.update(id(p) for p in module.parameters(recurse=False))
+        for name, p in net.named_parameters():
+            if id(p) in covered or name.endswith("logit_scale"):
+                continue
+            p.normal_(0.0, (p.shape[-1] if p.ndim else 1) ** -0.5)
+        if isinstance(getattr(net, "logit_scale", None), torch.Tensor):
+            net.logit_scale.fill_(math.log(1 / 0.07))
+    return net.eval()
+
+
+def _pca2(x: np.ndarray) -> np.ndarray:
+    x = x - x.mean(0, keepdims=True)
+    _, _, vt = np.linalg.svd(x, full_matrices=False)
+    return x @ vt[:2].T
+
+
+def alignment_figure(panels: dict, captions: Sequence[str] | None = None,
+                     title: str = "Before and after contrastive training: the same images and captions"):
+    """``panels``: label -> (image_features [N, D], text_features [N, D]), pair i = (image i,
+    caption i). Each panel projects that model's 2N vectors onto their first two principal
+    components: circles are images, triangles captions, a line joins each matching pair; the
+    title gives the mean cosine similarity of matching and of mismatched pairs."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    for ax, (label, (img, txt)) in zip(axes[0], panels.items()):
+        img = F.normalize(torch.as_tensor(img).float(), dim=-1)
+        txt = F.normalize(torch.as_tensor(txt).float(), dim=-1)
+        n = len(img)
+        S = (img @ txt.T).numpy()
+        match, other = float(np.mean(np.diag(S))), float((S.sum() - np.trace(S)) / max(n * n - n, 1))
+        xy = _pca2(np.concatenate([img.numpy(), txt.numpy()]))
+        cmap = plt.get_cmap("tab10")
+        for i in range(n):
+            ax.plot([xy[i, 0], xy[n + i, 0]], [xy[i, 1], xy[n + i, 1]], color=cmap(i % 10), lw=1.0, alpha=0.7)
+            ax.scatter(*xy[i], marker="o", s=70, color=cmap(i % 10), edgecolor="k", zorder=3)
+            ax.scatter(*xy[n + i], marker="^", s=80, color=cmap(i % 10), edgecolor="k", zorder=3)
+        ax.set_title(f"{label}\nmean cosine: matching pairs {match:.2f}, mismatched {other:.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if captions is not None:
+        handles = [plt.Line2D([], [], color=plt.get_cmap("tab10")(i % 10), marker="o", ls="-", label=c)
+                   for i, c in enumerate(captions)]
+        axes[0][-1].legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title + "  (o image, ^ caption, a line joins each pair)", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: Photos that ship with scikit-image: (loader name, what it shows, the wrong word printed on it).
+PHOTO_ATTACKS = [("chelsea", "a cat", "dog"), ("coffee", "a cup of coffee", "pizza"),
+                 ("rocket", "a rocket", "tree"), ("astronaut", "an astronaut", "banana")]
+
+
+def photo_typographic_probe(template: str = "a photo of {}."):
+    """The typographic attack on photos (for a web-trained CLIP): scikit-image's sample photos,
+    clean and with a WRONG word printed on a white note across the middle. Returns
+    ``(clean_images, attacked_images, true_captions, written_captions)``."""
+    from skimage import data as skdata
+
+    clean, attacked, true, written = [], [], [], []
+    for name, label, word in PHOTO_ATTACKS:
+        img = Image.fromarray(getattr(skdata, name)()).convert("RGB")
+        clean.append(img)
+        attacked.append(write_on(img, word, size=max(24, img.width // 6)))
+        true.append(template.format(label))
+        written.append(template.format(("an " if word[0] in "aeiou" else "a ") + word))
     return clean, attacked, true, written
