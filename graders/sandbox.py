@@ -199,14 +199,15 @@ def command(argv: list[str], job_dir: Path, limits: Limits, uid: int, env: dict[
     for f in ("/etc/ld.so.cache", "/etc/localtime", "/etc/nsswitch.conf", "/etc/fonts"):
         if os.path.exists(f):
             args += ["--ro-bind", f, f]
-    made.update({"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc"})
-    for p in runtime_paths():
-        args += _dirs_for(str(p), made) + ["--ro-bind", str(p), str(p)]
+    made.update({"/usr", "/bin", "/lib", "/lib64", "/sbin", "/etc", "/tmp"})
+    # the private /tmp first, the runtime over it: a course checked out under /tmp (a CI
+    # runner's work folder) keeps its venv and package visible inside the sandbox
     args += ["--proc", "/proc", "--dev", "/dev",
              "--perms", "1777", "--size", str(256 * 2**20), "--tmpfs", "/tmp",
-             "--perms", "0777", "--size", str(limits.scratch_mb * 2**20), "--tmpfs", "/sandbox",
-             "--ro-bind", str(job_dir), "/grader",
-             "--chdir", "/sandbox"]
+             "--perms", "0777", "--size", str(limits.scratch_mb * 2**20), "--tmpfs", "/sandbox"]
+    for p in runtime_paths():
+        args += _dirs_for(str(p), made) + ["--ro-bind", str(p), str(p)]
+    args += ["--ro-bind", str(job_dir), "/grader", "--chdir", "/sandbox"]
     for k, v in env.items():
         args += ["--setenv", k, v]
     drop = ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",

@@ -173,6 +173,19 @@ def test_the_sandbox_sees_the_runtime_only_and_no_network(tmp_path):
     assert out["net"] != "open" and out["ro"] is True and out["job"] == "hello", out
 
 
+def test_a_course_checked_out_under_tmp_keeps_its_runtime_inside_the_sandbox(monkeypatch, tmp_path):
+    """The sandbox's private /tmp is mounted first and the runtime bound over it: a CI runner
+    that checks the course out under /tmp must not lose its venv inside the sandbox."""
+    if not sandbox.bwrap_path():
+        pytest.skip("bubblewrap is not installed")
+    venv = Path("/tmp/runner/work/course/.venv")
+    monkeypatch.setattr(sandbox, "runtime_paths", lambda: [venv])
+    args = sandbox.command(["true"], tmp_path, sandbox.Limits(), 65000, {})
+    tmpfs = [i for i, a in enumerate(args) if a == "--tmpfs" and args[i + 1] == "/tmp"]
+    binds = [i for i, a in enumerate(args) if a == "--ro-bind" and args[i + 1] == str(venv)]
+    assert tmpfs and binds and tmpfs[0] < binds[0], args
+
+
 def test_the_sandbox_kills_what_outlives_it_and_stops_at_its_wall_time(tmp_path):
     _need_sandbox()
     tmp_path.chmod(0o755)
