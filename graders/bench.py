@@ -119,7 +119,7 @@ def autograde_timed(aid: str, sandbox: bool = True) -> float:
         c.close()
 
 
-def grading_throughput(aids: list[str], per_lesson: int = 2) -> dict:
+def grading_throughput(aids: list[str], per_lesson: int = 4) -> dict:
     out = {}
     for jobs in (1, 2):
         c = Course(aids)
@@ -226,6 +226,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", help="comma-separated parts: lessons, grading, class, resume, extras "
                     "(default: all; with -a: lessons,extras)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per lesson figure; the best is kept")
+    ap.add_argument("--per-lesson", type=int, default=4,
+                    help="grading throughput: reference submissions per lesson in the batch (default 4)")
     args = ap.parse_args(argv)
     parts = set((args.only or ("lessons,extras" if args.assignment else
                                "lessons,grading,class,resume,extras")).split(","))
@@ -250,10 +252,10 @@ def main(argv=None) -> int:
             lines.append(row)
         lines.append("")
     if "grading" in parts and len(aids) > 0:
-        t = grading_throughput(aids)
+        t = grading_throughput(aids, args.per_lesson)
         r1, r2 = t[1]["per_minute"], t[2]["per_minute"]
         per_core = r2 / 2
-        lines += [f"## Grading throughput ({t[1]['n']} reference submissions, every lesson twice)", "",
+        lines += [f"## Grading throughput ({t[1]['n']} reference submissions, {args.per_lesson} per lesson)", "",
                   f"- 1 worker: {t[1]['seconds']:.0f} s, {r1:.2f} submissions/min",
                   f"- 2 workers: {t[2]['seconds']:.0f} s, {r2:.2f} submissions/min ({r2 / r1:.2f}x; "
                   f"{per_core:.2f} submissions/min per core)",

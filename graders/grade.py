@@ -366,6 +366,7 @@ def autograde(aid_filter=None, sid_filter=None, force: bool = False, no_sandbox:
         if force:
             shutil.rmtree(course.WORKSPACE / "scored" / student / aid, ignore_errors=True)
         todo.append((student, aid, digest, [n for n in (collect_note, note) if n]))
+    todo = _longest_first(todo, store)
     cfg = _config().SandboxScore
     options = dict(use_sandbox=not no_sandbox, cell_timeout=int(cfg.cell_timeout),
                    budget=int(cfg.budget_seconds), threads=1)
@@ -403,6 +404,24 @@ def autograde(aid_filter=None, sid_filter=None, force: bool = False, no_sandbox:
         print(f"\n{len(bad)} submission(s) need attention (their files are kept in "
               f"graders/workspace/submitted/; nothing was recorded for them in the gradebook).")
     return 130 if interrupted else 0
+
+
+def _longest_first(todo: list, store: StatusStore) -> list:
+    """The batch ordered by expected grading time, longest first, so that no worker is left
+    with a long submission while the others sit idle at the end. The estimate of an
+    assignment is the median time of its earlier grades (the status table) when every
+    assignment of the batch has some, else the size of its release notebook (the heavier
+    lessons take longer)."""
+    past: dict[str, list[float]] = {}
+    for st in store.all():
+        if st.status == "graded" and st.seconds > 0:
+            past.setdefault(st.assignment, []).append(st.seconds)
+    aids = {item[1] for item in todo}
+    if aids <= set(past):
+        cost = {aid: sorted(past[aid])[len(past[aid]) // 2] for aid in aids}
+    else:
+        cost = {aid: float(sum(p.stat().st_size for p in (course.RELEASE / aid).glob("*.ipynb"))) for aid in aids}
+    return sorted(todo, key=lambda item: cost[item[1]], reverse=True)
 
 
 def _submitted_notebooks(student: str, aid: str) -> dict[str, bytes]:
