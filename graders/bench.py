@@ -96,7 +96,7 @@ class Course:
         from nbgrader.api import Gradebook
 
         out = {}
-        with Gradebook("sqlite:///" + str(self.copy / "graders" / "workspace" / "gradebook.db")) as gb:
+        with Gradebook(subs.gradebook_url(self.copy)) as gb:
             for a in gb.assignments:
                 for sub in gb.assignment_submissions(a.name):
                     out[(sub.student.id, a.name)] = {g.name: g.score for nb in sub.notebooks
@@ -175,7 +175,7 @@ def resume(n: int = 20) -> dict:
                                         stderr=subprocess.DEVNULL, start_new_session=True)
                 from graders.status import StatusStore
 
-                db = "sqlite:///" + str(c.copy / "graders" / "workspace" / "gradebook.db")
+                db = subs.gradebook_url(c.copy)
                 stopped_after = 0
                 while proc.poll() is None:
                     time.sleep(2)

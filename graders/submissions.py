@@ -180,13 +180,18 @@ def copy_course(dest: Path) -> Path:
 
 # --------------------------------------------------------------------------- in-process runs
 
+def gradebook_url(course_copy: Path) -> str:
+    """The SQLite gradebook of a course copy (what ``course.db_url()`` is for the course itself)."""
+    return "sqlite:///" + str(course_copy / "graders" / "workspace" / "gradebook.db")
+
+
 def cell_scores(course_copy: Path, aid: str, student: str) -> dict[str, tuple[float, float]] | None:
     """{grade id: (score, max score)} of every graded code cell of ``student``'s ``aid`` in the
     SQLite gradebook of a course copy (nbgrader's ``Gradebook``; the CSV export has no per-cell
     scores); None when the gradebook has no such submission."""
     from nbgrader.api import Gradebook, MissingEntry
 
-    with Gradebook("sqlite:///" + str(course_copy / "graders" / "workspace" / "gradebook.db")) as gb:
+    with Gradebook(gradebook_url(course_copy)) as gb:
         try:
             sub = gb.find_submission(aid, student)
         except MissingEntry:

@@ -120,7 +120,7 @@ def batch(tmp_path_factory):
 
 
 def _status(copy: Path, student: str):
-    store = StatusStore("sqlite:///" + str(copy / "graders" / "workspace" / "gradebook.db"))
+    store = StatusStore(subs.gradebook_url(copy))
     try:
         return store.get(AID, student)
     finally:

@@ -110,7 +110,7 @@ def copy(tmp_path):
 def test_an_interrupted_batch_resumes_to_the_same_grades(copy):
     nbs, expected = _submissions(copy, 8)
     _write(copy, nbs)
-    db = "sqlite:///" + str(copy / "graders" / "workspace" / "gradebook.db")
+    db = subs.gradebook_url(copy)
     proc = subprocess.Popen([sys.executable, "-m", "graders.grade", "autograde", "-a", AID, "-j", "2"],
                             cwd=copy, env=_env(copy), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
@@ -243,7 +243,7 @@ def test_a_dask_cluster_grades_into_postgresql(copy, postgres, cluster, tmp_path
     assert res.returncode == 0, res.stdout + res.stderr
     assert _passes(postgres) == expected
     assert not (copy / "graders" / "workspace" / "gradebook.db").exists() or \
-        not _passes("sqlite:///" + str(copy / "graders" / "workspace" / "gradebook.db")), \
+        not _passes(subs.gradebook_url(copy)), \
         "grades went to SQLite, not PostgreSQL"
     store = StatusStore(postgres)
     assert {s.student for s in store.all() if s.status == "graded"} == set(nbs)

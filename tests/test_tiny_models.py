@@ -50,13 +50,19 @@ def test_each_loader_prints_one_line_and_keeps_stderr_quiet(capfd):
         assert e == "", e
 
 
-_LOAD_OFFLINE = r"""
-import json, socket, torch
+# Prefix of the subprocess scripts below: every network attempt is recorded (and refused).
+_NO_NETWORK = r"""
+import json, socket
 attempts = []
-def _refuse(self, address, *a, **k):
+def _record(self, address, *a, **k):
     attempts.append(repr(address))
     raise OSError("network disabled by the test")
-socket.socket.connect = _refuse
+socket.socket.connect = _record
+socket.create_connection = lambda address, *a, **k: _record(None, address)
+"""
+
+_LOAD_OFFLINE = _NO_NETWORK + r"""
+import torch
 from sdcourse import models
 clip, _, _ = models.load_clip("tiny", device="cpu")
 vae = models.load_vae("tiny", device="cpu")
@@ -321,15 +327,8 @@ def test_missing_or_corrupted_files_name_the_file_and_the_fix(tmp_path, monkeypa
         models.load_vae("tiny", device="cpu")
 
 
-_FULL_OFFLINE = r"""
-import json, contextlib, io, socket
-attempts = []
-_connect = socket.socket.connect
-def _record(self, address, *a, **k):  # any network attempt is recorded (and refused)
-    attempts.append(repr(address))
-    raise OSError("network disabled by the test")
-socket.socket.connect = _record
-socket.create_connection = lambda address, *a, **k: _record(None, address)
+_FULL_OFFLINE = _NO_NETWORK + r"""
+import contextlib, io
 from sdcourse import models
 res = {}
 for name, fn in (("clip", models.load_clip), ("vae", models.load_vae), ("pipeline", models.load_pipeline)):

@@ -466,7 +466,8 @@ def main(argv=None):
     if not a.quick:
         from sdcourse.tiny import floors
 
-        res["floors"] = {f.key: dict(bound=f.bound(), measured=v, met=ok) for f, v, ok in floors.check(res)}
+        res["floors"] = {f.key: dict(bound=f.bound(), measured=v, met=ok, edition=f.edition)
+                         for f, v, ok in floors.check(res)}
         common.write_json(common.models_dir() / "eval_results.json", res)
         if not a.no_cards:
             from sdcourse.tiny import cards

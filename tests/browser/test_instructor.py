@@ -34,7 +34,7 @@ def _grade_cli(copy: Path, *args: str) -> subprocess.CompletedProcess:
 def _gradebook(copy: Path):
     from nbgrader.api import Gradebook
 
-    return Gradebook("sqlite:///" + str(copy / "graders" / "workspace" / "gradebook.db"))
+    return Gradebook(subs.gradebook_url(copy))
 
 
 def _modal(page, timeout: float = 600_000) -> tuple[str, str]:
