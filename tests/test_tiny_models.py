@@ -123,7 +123,8 @@ def test_clip_zero_shot_floors_and_relation_limitation(loaded):
     zs = evaluate.clip_zero_shot(model, pre, tok, n=96)
     assert zs["top1"] >= FLOOR["clip_zero_shot"], zs
     other = evaluate.clip_other_renderer(model, pre, tok, n=144)
-    assert other["n"] == 144 and other["colour_acc"] > 0.5, other  # measured (a 2nd-edition target), see eval-tiny
+    assert other["n"] == 144 and other["shape_acc"] >= FLOOR["clip_other_renderer_shape"], other  # shapes drawn differently
+    assert other["colour_acc"] >= FLOOR["clip_other_renderer_shape"], other
     rel = evaluate.clip_relation_swap(model, pre, tok, n=64)
     assert rel["acc"] <= FLOOR["clip_relation_swap"], rel  # near chance (0.5): CLIP is close to a bag of words
 
@@ -160,6 +161,13 @@ def test_vae_never_trains_on_the_reserved_photos():
     for name in common.PHOTOS:
         photo = common.load_photo(name)
         assert photo.shape != grace.shape or not np.array_equal(photo, grace), name
+
+
+def test_lesson_photo_table_says_which_photos_the_tiny_vae_trained_on():
+    from sdcourse import l5_latents
+
+    for name, (_, _, seen) in l5_latents.PHOTOS.items():
+        assert seen == (name in common.PHOTOS), name
 
 
 def test_vae_is_sd_shaped_and_scaled(loaded):
@@ -255,7 +263,9 @@ def test_trainers_smoke(tmp_path):
     m, _, _ = open_clip.create_model_and_transforms("local-dir:" + str(tmp_path / "clip"))
     assert isinstance(m, open_clip.CLIP)
     sd = tmp_path / "sd"
-    s = train_vae.train(out=sd / "vae", steps=2, batch_size=4, shapes_pool=16, log_every=0, std_images=16)
+    s = train_vae.train(out=sd / "vae", steps=2, batch_size=4, shapes_pool=16, log_every=0, std_images=16,
+                        decoder_steps=2)
+    assert s["decoder_steps"] == 2
     assert (sd / "vae" / "diffusion_pytorch_model.safetensors").is_file() and s["scaling_factor"] > 0
     train_pipeline.train(out=sd, steps=2, batch_size=8, n_images=16, log_every=0, clip_dir=tmp_path / "clip")
     from diffusers import StableDiffusionPipeline

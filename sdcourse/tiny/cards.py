@@ -62,7 +62,7 @@ def clip_values(folder: Path, ev: dict) -> dict:
     st, c, rt = _stats(folder), ev["clip"], ev.get("runtime", {})
     zs, other, rel, cnt = c["zero_shot"], c["other_renderer"], c["relation_swap"], c["counting"]
     return dict(
-        image=vc["image_size"], patch=vc["patch_size"], vision_width=vc["width"], vision_layers=vc["layers"],
+        vision_tower=_vision_tower(vc),
         text_width=tc["width"], text_layers=tc["layers"], context=tc["context_length"], embed_dim=model_cfg["embed_dim"],
         params=f"{st.get('params', 0):,}", seed=st.get("seed"), pool=st.get("pool"),
         kind_probs=json.dumps(st.get("kind_probs")), colours=", ".join(shapes.COLOURS), shapes=", ".join(shapes.SHAPES),
@@ -78,6 +78,16 @@ def clip_values(folder: Path, ev: dict) -> dict:
         or_style_values=" / ".join(_fmt(v) for v in other["shape_acc_by_style"].values()),
         rel_n=rel["n"], rel_acc=_fmt(rel["acc"]), cnt_n=cnt["n"], cnt_acc=_fmt(cnt["acc"]),
         load_s=_fmt(rt.get("clip_load_s", float("nan")), 2), floors=floors_table(ev, "tiny CLIP"))
+
+
+def _vision_tower(vc: dict) -> str:
+    side = vc["image_size"]
+    if isinstance(vc["layers"], (list, tuple)):  # open_clip's ModifiedResNet
+        w = vc["width"]
+        return (f"ResNet image tower like OpenAI's RN50 CLIP ({side}x{side} px, open_clip `ModifiedResNet`: "
+                f"3-conv stem, bottleneck stages of {vc['layers']} blocks, widths {w}-{8 * w} (x4 expansion), "
+                f"attention pooling with {w * 32 // vc['head_width']} heads)")
+    return f"ViT image tower {side}x{side} px, patch {vc['patch_size']}, width {vc['width']}, {vc['layers']} layers"
 
 
 def vae_values(folder: Path, ev: dict) -> dict:
@@ -97,12 +107,27 @@ def vae_values(folder: Path, ev: dict) -> dict:
         seed=st.get("seed"), heldout_pct=int(common.HELDOUT_FRACTION * 100),
         photo_licences="\n".join(f"  - `{k}`: {val}" for k, val in common.PHOTOS.items()),
         reserved=", ".join(f"`{n}`" for n in common.RESERVED_PHOTOS),
+        extra_training=_decoder_phase(st),
+        judge_rec=_fmt(ev.get("judge_accuracy_on_vae_reconstructions", float("nan")), 2),
         shapes_pool=st.get("shapes_pool"), crop=st.get("crop"), batch_size=st.get("batch_size"),
         kl_weight=st.get("kl_weight"), lr=st.get("lr"), steps=st.get("steps"), threads=st.get("threads"),
         train_wall_s=st.get("train_wall_s"), command=st.get("command"), reserved_rows=rows,
         n=v["n"], shapes_psnr=_fmt(v["shapes_psnr"], 2), photos_psnr=_fmt(v["photos_psnr"], 2),
         other_light_psnr=_fmt(v["other_light_psnr"], 2), other_dark_psnr=_fmt(v["other_dark_psnr"], 2),
         load_s=_fmt(rt.get("vae_load_s", float("nan")), 2), floors=floors_table(ev, "tiny VAE"))
+
+
+def _decoder_phase(st: dict) -> str:
+    if not st.get("decoder_steps"):
+        return ""
+    sizes = ", ".join(str(x) for x in st.get("decoder_sizes", ()))
+    return (f"\n\nPhase 2 ({st['decoder_steps']} steps, AdamW lr {st.get('decoder_lr')}, {st.get('decoder_wall_s')} s), like SD's"
+            " \"ft-MSE\" VAE: the decoder alone is fine-tuned, the encoder frozen, so the latents, `scaling_factor` and"
+            " the pipeline trained on them do not change. Phase 1 only ever decoded 32x32 crops, while the decoder's group"
+            " norms take their statistics over the whole image; each phase-2 step decodes"
+            f" {st.get('decoder_scenes')} shapes-world scenes (64x64) and about {st.get('decoder_pixels', 0):,} pixels of"
+            f" photo crops of one side ({sizes} px, cut from the training part of the photos resized by"
+            f" {' / '.join(f'{x:g}' for x in st.get('decoder_photo_scales', ()))}).")
 
 
 def sd_values(folder: Path, ev: dict) -> dict:

@@ -34,6 +34,16 @@ PHOTOS: dict[str, str] = {
     "gravel": "CC0 (CC0Textures); greyscale",
     "brick": "CC0 (CC0Textures); greyscale",
 }
+#: More images bundled with scikit-image that only the tiny CLIP uses (blurred, desaturated, as the
+#: textured backgrounds of its augmented training renders; ``train_clip.BACKGROUND_PHOTOS``).
+BACKGROUND_ONLY_PHOTOS: dict[str, str] = {
+    "motorcycle_left": "Middlebury 2014 stereo benchmark (Scharstein et al.), redistributed by scikit-image "
+                       "(`stereo_motorcycle`); no licence stated in the docstring, used for research/teaching "
+                       "with the citation given there",
+    "motorcycle_right": "as motorcycle_left (the right image of the same stereo pair)",
+    "colorwheel": "scikit-image's own test image (no separate licence stated: scikit-image's BSD-3-Clause)",
+    "logo": "the scikit-image logo (no separate licence stated: scikit-image's BSD-3-Clause); RGBA, composited on white",
+}
 #: matplotlib's bundled sample photos, reserved for evaluating the VAE (never trained on).
 RESERVED_PHOTOS: tuple[str, ...] = ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png")
 #: Fraction of each photo's width (the right-hand strip) held out for evaluation.
@@ -81,7 +91,8 @@ _PHOTO_CACHE: dict[str, np.ndarray] = {}
 
 
 def load_photo(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 array of a bundled scikit-image photo (a name in ``PHOTOS``)."""
+    """(H, W, 3) uint8 array of a bundled scikit-image photo (a name in ``PHOTOS`` or
+    ``BACKGROUND_ONLY_PHOTOS``)."""
     if name not in _PHOTO_CACHE:
         import skimage.data
 

@@ -461,8 +461,16 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="small samples (a smoke check, not the card figures)")
     p.add_argument("--no-cards", action="store_true", help="do not rewrite the model cards and README's table")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (1 is faster on a busy CPU)")
+    p.add_argument("--cards-only", action="store_true",
+                   help="measure nothing: re-read eval_results.json (and build_times.json), re-check the floors and "
+                        "rewrite the model cards and README's table (after editing a template or a floor)")
     a = p.parse_args(argv)
-    res = evaluate_all(quick=a.quick, threads=a.threads)
+    if a.cards_only:
+        res = common.read_json(common.models_dir() / "eval_results.json")
+        bt = common.models_dir() / "build_times.json"
+        res["build_times"] = common.read_json(bt) if bt.is_file() else {}
+    else:
+        res = evaluate_all(quick=a.quick, threads=a.threads)
     if not a.quick:
         from sdcourse.tiny import floors
 

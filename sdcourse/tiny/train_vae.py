@@ -10,6 +10,9 @@ scikit-image photos (3/8; left 75% of each photo; the right-hand 25% strip is he
 trained on 32x32 crops (4x cheaper on a CPU) and used on 64x64 images.
 Loss: MSE + ``kl_weight`` * KL (SD used a tiny KL weight too, so the latent scale drifts;
 that is what ``scaling_factor`` = 1 / std(latents) corrects).
+Phase 2 (``--decoder-steps``, default 1200; ``finetune_decoder``): the decoder alone, on 64x64
+scenes and photo crops of 64-256 px, so that whole photos decode without the colour casts of
+a decoder that has only seen 32x32 crops; the latents do not change.
 
 Run: ``python -m sdcourse.tiny.train_vae [--steps N] [--out DIR]``.
 """
@@ -39,7 +42,7 @@ VAE_CONFIG = dict(
     scaling_factor=1.0,  # replaced by 1 / std(latents) after training
 )
 DEFAULTS = dict(steps=3000, batch_size=16, crop=32, lr=1e-3, kl_weight=1e-6, seed=1234,
-                shapes_pool=8000, threads=2, decoder_steps=0)
+                shapes_pool=8000, threads=2, decoder_steps=1200)
 
 
 def shapes_pool_u8(n: int, seed: int, size: int = 64, return_centres: bool = False):
@@ -150,55 +153,73 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     return stats
 
 
-def finetune_decoder(vae, steps: int, seed: int, batch_size: int = 16, lr: float = 5e-4, n_pool: int = 1500,
+#: Phase 2: crop sides (px) of the photo half of each batch, and the photo scales they are cut from.
+DECODER_SIZES = (64, 96, 128, 192, 256)
+DECODER_PHOTO_SCALES = (0.35, 0.5, 0.7, 1.0)
+
+
+def _photo_pyramid(scales=DECODER_PHOTO_SCALES) -> list[np.ndarray]:
+    """The training part of every photo in ``common.PHOTOS`` at each of ``scales``."""
+    return [common._photo_region(p, "train", s) for p in common.PHOTOS for s in scales]
+
+
+def finetune_decoder(vae, steps: int, seed: int, lr: float = 3e-4, pixels: int = 16384, n_scenes: int = 8,
                      log_every: int = 100) -> dict:
-    """Phase 2, like SD's "ft-MSE" VAE: fine-tune the *decoder only* with the encoder frozen.
+    """Phase 2, like SD's "ft-MSE" VAE: fine-tune the *decoder only*, the encoder frozen.
 
     The latents (and so the scaling factor and anything trained on them, such as the
-    pipeline's UNet) do not change; reconstructions get sharper and truer in colour. The
-    encoder's posteriors of ``n_pool`` shapes scenes + ``n_pool`` photo crops (64x64) are
-    computed once; each step decodes random 4x4 latent crops to 32x32 pixels and compares
-    them with the matching image crops (MSE).
+    pipeline's UNet) do not change. Phase 1 only ever decoded 32x32 crops, and the decoder's
+    group norms take their statistics over the whole image: on a 256x256 photo it is in a
+    regime it never saw (colour casts). Here each step decodes ``n_scenes`` shapes-world
+    scenes (64x64, what the pipeline generates) and about ``pixels`` pixels of photo crops of
+    one side drawn from ``DECODER_SIZES`` (cut from the photos at ``DECODER_PHOTO_SCALES``,
+    flipped at random), each from the frozen encoder's posterior sample; loss: MSE.
     """
     timer = common.Timer()
     g = torch.Generator().manual_seed(seed + 2)
     rng = np.random.default_rng(seed + 2)
-    imgs = np.concatenate([shapes_pool_u8(n_pool, seed=seed + 3), common.photo_crops(n_pool, 64, "train", seed=seed + 3)])
-    x_all = common.to_model_range(imgs)
-    vae.eval()
-    with torch.no_grad():
-        posts = [vae.encode(x_all[i:i + 64]).latent_dist for i in range(0, len(x_all), 64)]
-    mean = torch.cat([p.mean for p in posts])
-    std = torch.cat([p.std for p in posts])
+    scenes = common.to_model_range(shapes_pool_u8(4000, seed=seed + 3))
+    regions = _photo_pyramid()
     dec_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())
-    for p in vae.parameters():
-        p.requires_grad_(False)
+    vae.requires_grad_(False)
     for p in dec_params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(dec_params, lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    warm = max(1, min(50, steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    vae.eval()
     vae.decoder.train()
     ema = float("nan")
     for step in range(steps):
-        idx = torch.from_numpy(rng.integers(0, len(mean), batch_size))
-        ii, jj = rng.integers(0, 5, batch_size), rng.integers(0, 5, batch_size)
-        z = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
-        zc = torch.stack([z[k, :, i:i + 4, j:j + 4] for k, (i, j) in enumerate(zip(ii, jj))])
-        xc = torch.stack([x_all[int(idx[k]), :, 8 * i:8 * i + 32, 8 * j:8 * j + 32] for k, (i, j) in enumerate(zip(ii, jj))])
-        rec = vae.decode(zc).sample
-        loss = torch.nn.functional.mse_loss(rec, xc)
+        size = int(DECODER_SIZES[rng.integers(len(DECODER_SIZES))])
+        crops = []
+        while len(crops) < max(1, round(pixels / size ** 2)):
+            reg = regions[rng.integers(len(regions))]
+            h, w = reg.shape[:2]
+            if h < size or w < size:
+                continue
+            y, x = rng.integers(0, h - size + 1), rng.integers(0, w - size + 1)
+            c = reg[y:y + size, x:x + size]
+            crops.append(c[:, ::-1] if rng.random() < 0.5 else c)
+        loss = 0.0
+        for x in (scenes[torch.from_numpy(rng.integers(0, len(scenes), n_scenes))], common.to_model_range(np.stack(crops))):
+            with torch.no_grad():
+                z = vae.encode(x).latent_dist.sample(generator=g)
+            loss = loss + torch.nn.functional.mse_loss(vae.decode(z).sample, x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(dec_params, 1.0)
         opt.step()
         sched.step()
-        ema = loss.item() if step == 0 else 0.98 * ema + 0.02 * loss.item()
+        ema = loss.item() / 2 if step == 0 else 0.98 * ema + 0.02 * loss.item() / 2
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[vae:decoder] step {step:5d}/{steps}  mse {ema:.4f}  psnr~{10 * math.log10(4 / max(ema, 1e-8)):.1f} dB"
                   f"  {timer():.0f}s", flush=True)
     vae.requires_grad_(True)
     vae.eval()
-    return dict(decoder_steps=steps, decoder_lr=lr, decoder_batch_size=batch_size, decoder_pool=2 * n_pool,
+    return dict(decoder_steps=steps, decoder_lr=lr, decoder_pixels=pixels, decoder_scenes=n_scenes,
+                decoder_sizes=list(DECODER_SIZES), decoder_photo_scales=list(DECODER_PHOTO_SCALES),
                 decoder_wall_s=round(timer(), 1))
 
 
@@ -221,7 +242,9 @@ def main(argv=None):
         vae.save_pretrained(out, safe_serialization=True)
         stats_p = Path(a.decoder_only_from) / "training_stats.json"
         stats = common.read_json(stats_p) if stats_p.is_file() else {}
-        stats.update(ft)
+        stats.update(ft, train_wall_s=round(stats.get("phase1_wall_s", 0) + ft["decoder_wall_s"], 1),
+                     command=f"python -m sdcourse.tiny.train_vae --steps {stats.get('steps')} --decoder-steps {a.decoder_steps}",
+                     note="phase 2 run separately on the saved phase-1 weights (--decoder-only-from)")
         common.write_json(Path(out) / "training_stats.json", stats)
         print(f"[vae:decoder] saved to {out}  {ft['decoder_wall_s']}s", flush=True)
         return
