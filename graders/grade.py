@@ -21,7 +21,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -373,25 +375,45 @@ def autograde(aid_filter=None, sid_filter=None, force: bool = False, no_sandbox:
     started = {key: time.perf_counter() for key in [(s, a) for s, a, _, _ in todo]}
     progress = _progress(len(todo))
     interrupted = False
+    # Ctrl-C: while one submission is being recorded (nbgrader's API swallows exceptions, and a
+    # half-written record must not happen), only note it; stop after that record, or at once
+    # while waiting for the sandboxed jobs.
+    sigint = {"seen": False, "recording": False}
+
+    def _on_sigint(signum, frame):
+        sigint["seen"] = True
+        if not sigint["recording"]:
+            raise KeyboardInterrupt
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, _on_sigint) if main_thread else None
     try:
         for (student, aid, digest, notes), result, error in _phase_a(todo, jobs, scheduler, options):
             t_phase_a = time.perf_counter() - started[(student, aid)]
-            if error is not None:
-                _forget(api, aid, student)
-                status = store.record(aid, student, "failed", f"grading error: {error}", digest, t_phase_a)
-            else:
-                for name, res in result.items():
-                    scoring.save(scoring.result_path(aid, student, name), res["digest"],
-                                 scoring.Scored(**res["scored"]))
-                status = _phase_b(api, store, student, aid, digest, notes, t_phase_a)
+            sigint["recording"] = True
+            try:
+                if error is not None:
+                    _forget(api, aid, student)
+                    status = store.record(aid, student, "failed", f"grading error: {error}", digest, t_phase_a)
+                else:
+                    for name, res in result.items():
+                        scoring.save(scoring.result_path(aid, student, name), res["digest"],
+                                     scoring.Scored(**res["scored"]))
+                    status = _phase_b(api, store, student, aid, digest, notes, t_phase_a)
+            finally:
+                sigint["recording"] = False
             done.append(status)
             progress.update(status.ok)
+            if sigint["seen"]:
+                raise KeyboardInterrupt
         done += _roster_gaps(api, store, aid_filter, sid_filter)
     except KeyboardInterrupt:
         interrupted = True
         print("\ninterrupted: every grade recorded so far is kept; run the same command to finish.",
               file=sys.stderr)
     finally:
+        if main_thread:
+            signal.signal(signal.SIGINT, previous)
         progress.close()
         write_report(store)
     bad = [s for s in done if not s.ok]
