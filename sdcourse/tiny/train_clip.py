@@ -2,8 +2,8 @@
 
 Instructor build tooling (``make tiny-models``); notebooks never import this module.
 
-The model is an ordinary open_clip ``CLIP`` (ViT image tower + causal text transformer)
-defined by ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``, the same format
+The model is an ordinary open_clip ``CLIP`` (a ResNet image tower, open_clip's
+``ModifiedResNet`` as in OpenAI's RN50 CLIP, and a causal text transformer) defined by ``open_clip_config.json`` (``model_cfg`` + ``preprocess_cfg``, the same format
 as open_clip's hub configs) and trained with open_clip's own ``ClipLoss``. It uses
 open_clip's stock BPE tokenizer (the 49,408-token CLIP vocabulary) with a context length
 of 24 tokens (longer prompts are truncated, ending in the end-of-text token).
@@ -51,8 +51,8 @@ CONFIG_NAME = "open_clip_config.json"
 WEIGHTS_NAME = "open_clip_model.safetensors"
 
 
-def write_config(out: Path, model_cfg: dict = MODEL_CFG) -> None:
-    common.write_json(out / CONFIG_NAME, {"model_cfg": model_cfg, "preprocess_cfg": PREPROCESS_CFG})
+def write_config(out: Path) -> None:
+    common.write_json(out / CONFIG_NAME, {"model_cfg": MODEL_CFG, "preprocess_cfg": PREPROCESS_CFG})
 
 
 #: Images whose crops (blurred, desaturated) are the textured backgrounds of augmented renders,
