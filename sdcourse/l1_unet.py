@@ -34,6 +34,7 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import warnings
 import zlib
 from matplotlib.patches import FancyArrowPatch, Rectangle
 from typing import Iterator
@@ -120,14 +121,26 @@ def input_footprint(net: nn.Module, x: torch.Tensor, pixel: tuple[int, int],
     handle = None
     if layer is not None:
         handle = layer.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
+    # "Non-zero" must mean exactly zero outside the field: oneDNN may pick a Winograd or FFT
+    # convolution for some shapes and CPUs, whose rounding leaves tiny non-zeros everywhere;
+    # the plain convolution adds exact zeros.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the flags' note about TF32 on Intel GPUs
+        plain = torch.backends.mkldnn.flags(enabled=False)
+        plain.__enter__()
     try:
-        out = net(x)
+        try:
+            out = net(x)
+        finally:
+            if handle is not None:
+                handle.remove()
+        target = captured.get("out", out)
+        r, c = pixel
+        target[..., r, c].sum().backward()
     finally:
-        if handle is not None:
-            handle.remove()
-    target = captured.get("out", out)
-    r, c = pixel
-    target[..., r, c].sum().backward()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plain.__exit__(None, None, None)
     return (x.grad.abs().sum(dim=tuple(range(x.ndim - 2))) > 0)
 
 

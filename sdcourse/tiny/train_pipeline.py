@@ -9,7 +9,7 @@ Parts (each a standard library class, saved in the standard folder layout)::
                    prompts are truncated exactly as in SD: first 23 tokens + <|endoftext|>)
     text_encoder/  transformers CLIPTextModel, 2 layers, hidden size 64: the tiny CLIP's
                    text tower, copied weight for weight (``sdcourse.tiny.convert``) and frozen
-    unet/          diffusers UNet2DConditionModel, block_out_channels (32, 64), cross-attention
+    unet/          diffusers UNet2DConditionModel, block_out_channels (48, 96), cross-attention
                    to the text at 8x8 (down and up) and in the 4x4 middle block (dim 64)
     vae/           the tiny AutoencoderKL (trained first by train_vae.py; 64x64 px <-> 4x8x8)
     scheduler/     diffusers DDIMScheduler with SD 1.x's noise schedule (scaled_linear,
@@ -20,9 +20,12 @@ multiply by ``vae.config.scaling_factor``, add noise at a random timestep, and t
 UNet to predict the noise from the noisy latent, the timestep and the caption's token
 states from the frozen text encoder (SD 1.x froze OpenAI CLIP ViT-L/14's text tower; this
 pipeline freezes the tiny CLIP's, so ``make tiny-models`` trains the CLIP first).
-15% of captions are replaced by the empty prompt "" so that the same network also learns
-the unconditional prediction that classifier-free guidance needs. The shipped UNet is an
-exponential moving average (EMA) of the trained weights.
+30% of captions are replaced by the empty prompt "" so that the same network also learns
+the unconditional prediction that classifier-free guidance needs (SD used 10%). Three changes
+together moved this pipeline's best guidance scale from 3 to SD's 7.5: this 30% (instead of
+15%), a wider UNet (48/96 channels instead of 32/64), and VAE latents centred on the training
+scenes (``train_vae.centre_latents``); the model card lists what each did alone. The shipped
+UNet is an exponential moving average (EMA) of the trained weights.
 
 Run: ``python -m sdcourse.tiny.train_pipeline [--steps N] [--out DIR] [--clip DIR]`` (needs
 the VAE in ``<out>/vae`` and the tiny CLIP in ``<models>/tiny-clip``; ``build_all`` trains
@@ -43,7 +46,7 @@ from sdcourse.tiny import common, tokenizer as tok_mod
 
 UNET_CONFIG = dict(
     sample_size=8, in_channels=4, out_channels=4, layers_per_block=1,
-    block_out_channels=(32, 64),
+    block_out_channels=(48, 96),
     down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
     up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
     mid_block_type="UNetMidBlock2DCrossAttn",
@@ -53,8 +56,10 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
                         beta_schedule="scaled_linear", prediction_type="epsilon", clip_sample=False,
                         set_alpha_to_one=False, steps_offset=1)
 KIND_PROBS = {"single": 0.85, "relation": 0.1, "count": 0.05}
-DEFAULTS = dict(steps=3000, batch_size=64, lr=2e-3, seed=2024, n_images=6000, p_uncond=0.15, caption_noise=0.2,
-                caption_noise_on="shape", ema_decay=0.995, threads=2)
+DEFAULTS = dict(steps=3000, batch_size=64, lr=2e-3, seed=2024, n_images=6000, p_uncond=0.3, caption_noise=0.2,
+                caption_noise_on="shape", ema_decay=0.995, prediction_type="epsilon", snr_gamma=0.0,
+                zero_snr=0, width=48, threads=2, device="cpu")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 NOISE_ATTRIBUTES = ("colour", "shape")
 
 
@@ -128,13 +133,27 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
           lr: float = DEFAULTS["lr"], seed: int = DEFAULTS["seed"], n_images: int = DEFAULTS["n_images"],
           p_uncond: float = DEFAULTS["p_uncond"], caption_noise: float = DEFAULTS["caption_noise"],
           caption_noise_on: str = DEFAULTS["caption_noise_on"],
-          ema_decay: float = DEFAULTS["ema_decay"],
-          threads: int = DEFAULTS["threads"], clip_dir: Path | None = None, log_every: int = 100) -> dict:
-    """Train and save the whole pipeline folder ``out`` (default ``<models>/tiny-sd``)."""
+          ema_decay: float = DEFAULTS["ema_decay"], prediction_type: str = DEFAULTS["prediction_type"],
+          snr_gamma: float = DEFAULTS["snr_gamma"], zero_snr: int = DEFAULTS["zero_snr"],
+          width: int = DEFAULTS["width"], threads: int = DEFAULTS["threads"], device: str = DEFAULTS["device"],
+          clip_dir: Path | None = None, log_every: int = 100) -> dict:
+    """Train and save the whole pipeline folder ``out`` (default ``<models>/tiny-sd``).
+
+    ``prediction_type`` is what the UNet predicts ("epsilon" as SD 1.x, or "v_prediction" as
+    SD 2.x); ``snr_gamma`` > 0 weights the loss by min(SNR, gamma) / SNR ("Min-SNR", Hang et
+    al. 2023; for v-prediction min(SNR, gamma) / (SNR + 1)); ``zero_snr`` rescales the noise
+    schedule so that the last timestep is pure noise (Lin et al. 2024), which needs
+    v-prediction. ``device`` trains there ("cuda" when one is lent); random numbers are
+    drawn on the CPU either way, so the data seen is the same."""
     from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTokenizer
 
     noise_attributes(caption_noise_on)
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
+    if zero_snr and prediction_type != "v_prediction":
+        raise ValueError("zero_snr needs prediction_type='v_prediction' (epsilon is undefined at SNR 0)")
+    dev = torch.device(device)
     common.set_threads(threads)
     common.quiet_libraries()
     out = Path(out) if out else common.models_dir() / "tiny-sd"
@@ -157,8 +176,13 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     t_encode = timer()
     print(f"[sd] encoded {n_images} images in {t_encode:.0f}s", flush=True)
 
-    unet = UNet2DConditionModel(**UNET_CONFIG)
-    noise_sched = DDPMScheduler(**{k: v for k, v in SCHEDULER_CONFIG.items() if k != "set_alpha_to_one"})
+    sched_cfg = dict(SCHEDULER_CONFIG, prediction_type=prediction_type)
+    if zero_snr:
+        sched_cfg.update(rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    unet = UNet2DConditionModel(**dict(UNET_CONFIG, block_out_channels=(width, 2 * width))).to(dev)
+    text_encoder.to(dev)
+    noise_sched = DDPMScheduler(**{k: v for k, v in sched_cfg.items() if k != "set_alpha_to_one"})
+    alphas_cumprod = noise_sched.alphas_cumprod.to(dev)
     params = list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
     warm = max(1, min(200, steps // 10))
@@ -171,16 +195,23 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     for step in range(steps):
         idx = torch.from_numpy(rng.choice(len(specs), size=batch_size, replace=False))
         eps_lat = torch.randn(mean[idx].shape, generator=g)
-        latents = (mean[idx] + std[idx] * eps_lat) * sf
+        latents = ((mean[idx] + std[idx] * eps_lat) * sf).to(dev)
         texts = ["" if rng.random() < p_uncond else noisy_caption(specs[int(i)], rng, caption_noise, caption_noise_on)
                  for i in idx]
         with torch.no_grad():
-            cond = text_encoder(tokenize(tokenizer, texts))[0]
-        noise = torch.randn(latents.shape, generator=g)
-        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=g)
+            cond = text_encoder(tokenize(tokenizer, texts).to(dev))[0]
+        noise = torch.randn(latents.shape, generator=g).to(dev)
+        t = torch.randint(0, noise_sched.config.num_train_timesteps, (batch_size,), generator=g).to(dev)
         noisy = noise_sched.add_noise(latents, noise, t)
+        target = noise if prediction_type == "epsilon" else noise_sched.get_velocity(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=cond).sample
-        loss = torch.nn.functional.mse_loss(pred, noise)
+        if snr_gamma > 0:
+            a = alphas_cumprod[t]
+            snr = a / (1 - a).clamp(min=1e-8)
+            weight = snr.clamp(max=snr_gamma) / (snr + 1 if prediction_type == "v_prediction" else snr.clamp(min=1e-8))
+            loss = (weight * ((pred - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        else:
+            loss = torch.nn.functional.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -193,24 +224,37 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
         ema_loss = loss.item() if ema_loss is None else 0.98 * ema_loss + 0.02 * loss.item()
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"[sd] step {step:5d}/{steps}  loss {ema_loss:.4f}  {timer():.0f}s", flush=True)
-    scheduler = DDIMScheduler(**SCHEDULER_CONFIG)
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema_unet,
+    scheduler = DDIMScheduler(**sched_cfg)
+    text_encoder.to("cpu")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema_unet.to("cpu"),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(out), safe_serialization=True)
     stats = dict(model="tiny-sd", steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
-                 p_uncond=p_uncond, caption_noise=caption_noise, caption_noise_on=caption_noise_on, ema_decay=ema_decay, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
+                 p_uncond=p_uncond, caption_noise=caption_noise, caption_noise_on=caption_noise_on, ema_decay=ema_decay,
+                 prediction_type=prediction_type, snr_gamma=snr_gamma, zero_snr=zero_snr, width=width, device=device,
+                 kind_probs=KIND_PROBS, vae_scaling_factor=sf,
                  text_encoder_from=f"../{clip_dir.name}" if clip_dir.parent == out.parent else common.rel(clip_dir),
                  max_length=max_length,
                  unet_params=sum(p.numel() for p in unet.parameters()),
                  text_encoder_params=sum(p.numel() for p in text_encoder.parameters()),
                  encode_wall_s=round(t_encode, 1), train_wall_s=round(timer(), 1), final_loss=round(ema_loss, 4),
                  peak_rss_mb=round(common.peak_rss_mb()), threads=torch.get_num_threads(),
-                 command=f"python -m sdcourse.tiny.train_pipeline --steps {steps} --caption-noise {caption_noise} "
-                         f"--caption-noise-on {caption_noise_on}")
+                 command=command_line(steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
+                                      p_uncond=p_uncond, caption_noise=caption_noise,
+                                      caption_noise_on=caption_noise_on, ema_decay=ema_decay,
+                                      prediction_type=prediction_type, snr_gamma=snr_gamma, zero_snr=zero_snr,
+                                      width=width))
     common.write_json(out / "training_stats.json", stats)
     print(f"[sd] saved to {out}  {stats['train_wall_s']}s", flush=True)
     return stats
+
+
+def command_line(**options) -> str:
+    """The ``python -m sdcourse.tiny.train_pipeline`` command that trains with ``options``
+    (only those that differ from DEFAULTS are written)."""
+    args = [f"--{k.replace('_', '-')} {v}" for k, v in options.items() if v != DEFAULTS[k]]
+    return " ".join(["python -m sdcourse.tiny.train_pipeline", *args])
 
 
 def main(argv=None):

@@ -81,14 +81,32 @@ def random_crops(pool: np.ndarray, n: int, crop: int, rng: np.random.Generator) 
 
 @torch.no_grad()
 def latent_std(vae, seed: int, n: int = 512) -> float:
-    """Std of ``vae.encode(x).latent_dist.sample()`` over 64x64 training images
-    (half shapes, half photo crops): how SD's 0.18215 was chosen."""
+    """Std of ``vae.encode(x).latent_dist.sample()`` over ``n`` 64x64 shapes-world training
+    scenes, the data the diffusion model is trained on: how latent diffusion's
+    ``scale_by_std`` chose SD's 0.18215 (on a batch of the diffusion model's training data)."""
     g = torch.Generator().manual_seed(seed)
-    sh = shapes_pool_u8(n // 2, seed=seed + 99)
-    ph = common.photo_crops(n - n // 2, 64, "train", seed=seed + 99)
-    x = common.to_model_range(np.concatenate([sh, ph]))
+    x = common.to_model_range(shapes_pool_u8(n, seed=seed + 99))
     zs = [vae.encode(x[i:i + 64]).latent_dist.sample(generator=g) for i in range(0, len(x), 64)]
     return float(torch.cat(zs).std())
+
+
+@torch.no_grad()
+def centre_latents(vae, seed: int, n: int = 512) -> list[float]:
+    """Shift the latent space so that shapes-world scenes (the pipeline's training data) have
+    zero-mean latents, without changing a single reconstruction: the encoder's last layer
+    (``quant_conv``, whose first ``latent_channels`` outputs are the posterior mean) has the
+    per-channel mean ``mu`` of ``n`` scenes' posterior means subtracted from its bias, and the
+    decoder's first layer (``post_quant_conv``, a 1x1 conv ``W z + b``) gets ``W mu`` added to
+    its bias, so ``decode(z - mu)`` computes what ``decode(z)`` did. Diffusion then starts from
+    noise around the data's centre instead of far from it (SD 3 and FLUX keep this offset as a
+    ``shift_factor`` outside the VAE; SD 1.x's pipeline has no such field, so it lives in the
+    weights here). Returns ``mu``."""
+    C = vae.config.latent_channels
+    x = common.to_model_range(shapes_pool_u8(n, seed=seed + 77))
+    mu = torch.cat([vae.encode(x[i:i + 64]).latent_dist.mean for i in range(0, n, 64)]).mean(dim=(0, 2, 3))
+    vae.quant_conv.bias[:C] -= mu
+    vae.post_quant_conv.bias += vae.post_quant_conv.weight[:, :, 0, 0] @ mu
+    return [round(float(v), 5) for v in mu]
 
 
 def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
@@ -136,17 +154,19 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
             print(f"[vae] step {step:5d}/{steps}  mse {ema:.4f}  psnr~{10 * math.log10(4 / max(ema, 1e-8)):.1f} dB"
                   f"  {timer():.0f}s", flush=True)
     vae.eval()
-    std = latent_std(vae, seed, n=std_images)
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     phase1_s = round(timer(), 1)
     ft = finetune_decoder(vae, decoder_steps, seed, log_every=log_every) if decoder_steps else {}
+    vae.eval()
+    shift = centre_latents(vae, seed)
+    std = latent_std(vae, seed, n=std_images)
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
     out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(out, safe_serialization=True)
     stats = dict(model="tiny-vae", steps=steps, batch_size=batch_size, crop=crop, lr=lr, kl_weight=kl_weight,
                  seed=seed, shapes_pool=shapes_pool, latent_std=std, scaling_factor=round(1.0 / std, 5),
                  params=sum(p.numel() for p in vae.parameters()), train_wall_s=round(timer(), 1),
                  peak_rss_mb=round(common.peak_rss_mb()), threads=torch.get_num_threads(),
-                 phase1_wall_s=phase1_s, **ft,
+                 phase1_wall_s=phase1_s, **ft, latent_shift=shift,
                  command=f"python -m sdcourse.tiny.train_vae --steps {steps} --decoder-steps {decoder_steps}")
     common.write_json(out / "training_stats.json", stats)
     print(f"[vae] saved to {out}  scaling_factor={stats['scaling_factor']}  {stats['train_wall_s']}s", flush=True)
@@ -238,11 +258,15 @@ def main(argv=None):
         common.quiet_libraries()
         vae = AutoencoderKL.from_pretrained(str(a.decoder_only_from))
         ft = finetune_decoder(vae, a.decoder_steps, a.seed)
+        vae.eval()
+        shift = centre_latents(vae, a.seed)
+        std = latent_std(vae, a.seed)
+        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
         out = a.out or a.decoder_only_from
         vae.save_pretrained(out, safe_serialization=True)
         stats_p = Path(a.decoder_only_from) / "training_stats.json"
         stats = common.read_json(stats_p) if stats_p.is_file() else {}
-        stats.update(ft, train_wall_s=round(stats.get("phase1_wall_s", 0) + ft["decoder_wall_s"], 1),
+        stats.update(ft, latent_shift=shift, latent_std=std, scaling_factor=round(1.0 / std, 5), train_wall_s=round(stats.get("phase1_wall_s", 0) + ft["decoder_wall_s"], 1),
                      command=f"python -m sdcourse.tiny.train_vae --steps {stats.get('steps')} --decoder-steps {a.decoder_steps}",
                      note="phase 2 run separately on the saved phase-1 weights (--decoder-only-from)")
         common.write_json(Path(out) / "training_stats.json", stats)
