@@ -13,6 +13,9 @@ that is what ``scaling_factor`` = 1 / std(latents) corrects).
 Phase 2 (``--decoder-steps``, default 1200; ``finetune_decoder``): the decoder alone, on 64x64
 scenes and photo crops of 64-256 px, so that whole photos decode without the colour casts of
 a decoder that has only seen 32x32 crops; the latents do not change.
+Last (``centre_latents``): the latent space is shifted so that shapes-world scenes, the
+pipeline's training data, have zero-mean latents (exact: no reconstruction changes), and
+``scaling_factor`` is set to 1 / std of those scenes' latents.
 
 Run: ``python -m sdcourse.tiny.train_vae [--steps N] [--out DIR]``.
 """
