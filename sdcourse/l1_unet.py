@@ -108,6 +108,24 @@ def positive_stack(num_levels: int, convs_per_level: int = 2, kernel_size: int =
     return nn.Sequential(*layers)
 
 
+@contextlib.contextmanager
+def _plain_convolutions() -> Iterator[None]:
+    """oneDNN off, so that "non-zero" means exactly zero outside a receptive field: oneDNN may
+    pick a Winograd or FFT convolution for some shapes and CPUs, whose rounding leaves tiny
+    non-zeros everywhere; the plain convolution adds exact zeros. (Entering and leaving the
+    flags prints a note about TF32 on Intel GPUs, silenced here and only there.)"""
+    flags = torch.backends.mkldnn.flags(enabled=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        flags.__enter__()
+    try:
+        yield
+    finally:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            flags.__exit__(None, None, None)
+
+
 def input_footprint(net: nn.Module, x: torch.Tensor, pixel: tuple[int, int],
                     layer: nn.Module | None = None) -> torch.Tensor:
     """Boolean map [H, W]: input pixels whose gradient is non-zero for one output pixel.
@@ -121,14 +139,7 @@ def input_footprint(net: nn.Module, x: torch.Tensor, pixel: tuple[int, int],
     handle = None
     if layer is not None:
         handle = layer.register_forward_hook(lambda m, i, o: captured.__setitem__("out", o))
-    # "Non-zero" must mean exactly zero outside the field: oneDNN may pick a Winograd or FFT
-    # convolution for some shapes and CPUs, whose rounding leaves tiny non-zeros everywhere;
-    # the plain convolution adds exact zeros.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the flags' note about TF32 on Intel GPUs
-        plain = torch.backends.mkldnn.flags(enabled=False)
-        plain.__enter__()
-    try:
+    with _plain_convolutions():
         try:
             out = net(x)
         finally:
@@ -137,10 +148,6 @@ def input_footprint(net: nn.Module, x: torch.Tensor, pixel: tuple[int, int],
         target = captured.get("out", out)
         r, c = pixel
         target[..., r, c].sum().backward()
-    finally:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            plain.__exit__(None, None, None)
     return (x.grad.abs().sum(dim=tuple(range(x.ndim - 2))) > 0)
 
 

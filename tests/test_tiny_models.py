@@ -184,10 +184,10 @@ def test_vae_latents_are_centred_and_unit_scaled_on_the_pipelines_scenes(loaded)
     """The pipeline's training data (shapes scenes) has zero-mean latents of std about 1 once
     scaled (``train_vae.centre_latents`` + ``scaling_factor``), measured on held-out scenes."""
     vae = loaded["vae"]
-    x = torch.from_numpy(np.stack([np.asarray(im) for im, _, _ in shapes.make_dataset(96, split="heldout", seed=11,
-                                                                                          size=64)]))
+    x = common.to_model_range(np.stack([np.asarray(im) for im, _, _ in shapes.make_dataset(96, split="heldout",
+                                                                                               seed=11, size=64)]))
     with torch.no_grad():
-        z = vae.encode(x.permute(0, 3, 1, 2).float() / 127.5 - 1).latent_dist.mean * vae.config.scaling_factor
+        z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
     assert z.mean(dim=(0, 2, 3)).abs().max() < 0.15, z.mean(dim=(0, 2, 3))
     assert 0.85 < float(z.std()) < 1.15
 

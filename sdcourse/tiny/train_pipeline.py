@@ -230,21 +230,17 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(out), safe_serialization=True)
-    stats = dict(model="tiny-sd", steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
-                 p_uncond=p_uncond, caption_noise=caption_noise, caption_noise_on=caption_noise_on, ema_decay=ema_decay,
-                 prediction_type=prediction_type, snr_gamma=snr_gamma, zero_snr=zero_snr, width=width, device=device,
-                 kind_probs=KIND_PROBS, vae_scaling_factor=sf,
+    recipe = dict(steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images, p_uncond=p_uncond,
+                  caption_noise=caption_noise, caption_noise_on=caption_noise_on, ema_decay=ema_decay,
+                  prediction_type=prediction_type, snr_gamma=snr_gamma, zero_snr=zero_snr, width=width)
+    stats = dict(model="tiny-sd", **recipe, device=device, kind_probs=KIND_PROBS, vae_scaling_factor=sf,
                  text_encoder_from=f"../{clip_dir.name}" if clip_dir.parent == out.parent else common.rel(clip_dir),
                  max_length=max_length,
                  unet_params=sum(p.numel() for p in unet.parameters()),
                  text_encoder_params=sum(p.numel() for p in text_encoder.parameters()),
                  encode_wall_s=round(t_encode, 1), train_wall_s=round(timer(), 1), final_loss=round(ema_loss, 4),
                  peak_rss_mb=round(common.peak_rss_mb()), threads=torch.get_num_threads(),
-                 command=command_line(steps=steps, batch_size=batch_size, lr=lr, seed=seed, n_images=n_images,
-                                      p_uncond=p_uncond, caption_noise=caption_noise,
-                                      caption_noise_on=caption_noise_on, ema_decay=ema_decay,
-                                      prediction_type=prediction_type, snr_gamma=snr_gamma, zero_snr=zero_snr,
-                                      width=width))
+                 command=command_line(**recipe))
     common.write_json(out / "training_stats.json", stats)
     print(f"[sd] saved to {out}  {stats['train_wall_s']}s", flush=True)
     return stats

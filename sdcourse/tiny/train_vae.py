@@ -112,6 +112,16 @@ def centre_latents(vae, seed: int, n: int = 512) -> list[float]:
     return [round(float(v), 5) for v in mu]
 
 
+def centre_and_scale(vae, seed: int, n: int = 512) -> tuple[list[float], float]:
+    """The last build step: ``centre_latents``, then ``scaling_factor`` = 1 / ``latent_std``
+    (written into ``vae.config``). Returns (shift, std)."""
+    vae.eval()
+    shift = centre_latents(vae, seed)
+    std = latent_std(vae, seed, n=n)
+    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    return shift, std
+
+
 def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: int = DEFAULTS["batch_size"],
           crop: int = DEFAULTS["crop"], lr: float = DEFAULTS["lr"], kl_weight: float = DEFAULTS["kl_weight"],
           seed: int = DEFAULTS["seed"], shapes_pool: int = DEFAULTS["shapes_pool"], log_every: int = 100,
@@ -159,10 +169,7 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
     vae.eval()
     phase1_s = round(timer(), 1)
     ft = finetune_decoder(vae, decoder_steps, seed, log_every=log_every) if decoder_steps else {}
-    vae.eval()
-    shift = centre_latents(vae, seed)
-    std = latent_std(vae, seed, n=std_images)
-    vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+    shift, std = centre_and_scale(vae, seed, n=std_images)
     out.mkdir(parents=True, exist_ok=True)
     vae.save_pretrained(out, safe_serialization=True)
     stats = dict(model="tiny-vae", steps=steps, batch_size=batch_size, crop=crop, lr=lr, kl_weight=kl_weight,
@@ -261,10 +268,7 @@ def main(argv=None):
         common.quiet_libraries()
         vae = AutoencoderKL.from_pretrained(str(a.decoder_only_from))
         ft = finetune_decoder(vae, a.decoder_steps, a.seed)
-        vae.eval()
-        shift = centre_latents(vae, a.seed)
-        std = latent_std(vae, a.seed)
-        vae.register_to_config(scaling_factor=round(1.0 / std, 5))
+        shift, std = centre_and_scale(vae, a.seed)
         out = a.out or a.decoder_only_from
         vae.save_pretrained(out, safe_serialization=True)
         stats_p = Path(a.decoder_only_from) / "training_stats.json"
