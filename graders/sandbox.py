@@ -100,10 +100,31 @@ def check() -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- cgroups
 
+def sweep_stale_cgroups() -> None:
+    """Remove the empty sandbox groups of grader processes that no longer exist (a grader
+    killed outright cannot remove its own). Groups are named ``<grader pid>-<slot>-<random>``;
+    a group that still holds a process is never touched (rmdir refuses it)."""
+    for controller in ("memory", "pids"):
+        base = CGROUP_ROOT / controller / "sdgrade"
+        try:
+            entries = list(base.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            pid = path.name.split("-", 1)[0]
+            if not path.is_dir() or not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            try:
+                path.rmdir()
+            except OSError:
+                pass
+
+
 class _Cgroups:
     """Per-sandbox cgroup v1 memory and pids groups (when this machine lets us create them)."""
 
     def __init__(self, name: str, limits: Limits):
+        sweep_stale_cgroups()
         self.paths: list[Path] = []
         self.notes: list[str] = []
         for controller, settings in (

@@ -197,6 +197,53 @@ def test_the_sandbox_kills_what_outlives_it_and_stops_at_its_wall_time(tmp_path)
     assert uid not in ps, "a sandboxed process outlived its sandbox"
 
 
+@pytest.mark.parametrize("enforcer", ["cgroup", "rlimit"])
+def test_the_memory_limit_stops_a_hog_and_the_result_says_so(tmp_path, monkeypatch, enforcer):
+    """A process that allocates far past ``memory_mb`` is stopped and the result names the
+    memory limit: killed by the memory cgroup where one can be made, else a MemoryError from
+    RLIMIT_AS (forced here by a cgroup root that cannot be written). The wall limit is
+    generous: a fresh VM hands out new memory slowly."""
+    _need_sandbox()
+    if enforcer == "rlimit":
+        monkeypatch.setattr(sandbox, "CGROUP_ROOT", Path("/proc/no-cgroups-here"))
+    tmp_path.chmod(0o755)
+    code = ("import numpy as np\n"
+            "hog = []\n"
+            "try:\n"
+            "    for _ in range(64):\n"
+            "        hog.append(np.ones(2**23))  # 64 MiB a step, 4 GiB in all\n"
+            "except MemoryError:\n"
+            "    print('MemoryError after', len(hog) * 64, 'MiB', flush=True)\n"
+            "    raise SystemExit(3)\n"
+            "print('allocated', len(hog) * 64, 'MiB')\n")
+    limits = sandbox.Limits(memory_mb=512, wall_seconds=300)
+    res = sandbox.run([sys.executable, "-c", code], tmp_path, limits, slot=97)
+    out = res.stdout.decode()
+    assert not res.timed_out, "the hog was not stopped before the wall limit"
+    assert "allocated" not in out, f"4 GiB allocated under a 512 MiB limit: {out}"
+    if enforcer == "rlimit" or any("no memory cgroup" in n for n in res.notes):
+        assert any("no memory cgroup" in n for n in res.notes), res.notes
+        assert res.returncode == 3 and "MemoryError" in out, (res.returncode, out, res.notes)
+    else:
+        assert res.returncode in (137, -9), (res.returncode, out, res.notes)
+        assert any("memory limit (512 MiB) was reached" in n for n in res.notes), res.notes
+    mine = [p for p in (sandbox.CGROUP_ROOT / "memory" / "sdgrade").glob(f"{os.getpid()}-97-*")]
+    assert not mine, f"the sandbox's cgroup was left behind: {mine}"
+
+
+def test_cgroups_left_by_a_killed_grader_are_swept(tmp_path, monkeypatch):
+    """A grader killed outright (SIGKILL, power loss) cannot remove its cgroups; the next
+    sandbox removes empty groups whose grader process is gone, and no others."""
+    monkeypatch.setattr(sandbox, "CGROUP_ROOT", tmp_path)
+    base = tmp_path / "memory" / "sdgrade"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    for name in (f"{dead.pid}-0-aaaa", f"{os.getpid()}-0-bbbb", "not-a-sandbox"):
+        (base / name).mkdir(parents=True)
+    sandbox.sweep_stale_cgroups()
+    assert sorted(p.name for p in base.iterdir()) == sorted([f"{os.getpid()}-0-bbbb", "not-a-sandbox"])
+
+
 # ------------------------------------------------------------------ collect and status
 
 def test_collect_refuses_links_renames_one_notebook_and_reports_several(tmp_path, monkeypatch):

@@ -82,6 +82,7 @@ class Attack:
                                                # | "full-but:<part>" (that part 0, the rest full)
     status: str = "graded"                     # "graded" | "failed" | "not collected"
     detail: str = ""                           # a phrase the status detail must contain
+                                               # (alternatives separated by " | ")
     why: str = ""
 
 
@@ -211,7 +212,10 @@ ATTACKS: list[Attack] = [
     Attack("memory-bomb", "reference", cells=(
         "import numpy as np\n"
         "_hog = [np.ones(2**28) for _ in range(4)]  # 8 GiB\n",), expect="full",
-        detail="memory limit", why="8 GiB allocated"),
+        # which limit stops it first depends on how fast the machine hands out fresh memory
+        # (a new CI VM: ~100 MB/s, so the cell's time limit can come first); the memory limit
+        # itself is pinned by test_machinery's direct sandbox test
+        detail="memory limit | stopped for time", why="8 GiB allocated"),
     Attack("network", "reference", cells=(
         "import socket\n"
         "for _addr in [('127.0.0.1', {port}), ('10.0.2.2', 80), ('8.8.8.8', 53)]:\n"
