@@ -128,7 +128,25 @@ def _decoder_phase(st: dict) -> str:
             " norms take their statistics over the whole image; each phase-2 step decodes"
             f" {st.get('decoder_scenes')} shapes-world scenes (64x64) and about {st.get('decoder_pixels', 0):,} pixels of"
             f" photo crops of one side ({sizes} px, cut from the training part of the photos resized by"
-            f" {' / '.join(f'{x:g}' for x in st.get('decoder_photo_scales', ()))}).")
+            f" {' / '.join(f'{x:g}' for x in st.get('decoder_photo_scales', ()))})." + _photo_phase(st))
+
+
+def _photo_phase(st: dict) -> str:
+    if not st.get("photo_steps"):
+        return ""
+    return (f"\n\nPhase 3 ({st['photo_steps']} steps, AdamW lr {st.get('photo_lr')}, {st.get('photo_wall_s')} s,"
+            " after the centring): the whole VAE again, on photo crops as in phase 2, of which"
+            f" {st.get('photo_p_jitter', 0):.0%} are colour-jittered (channels permuted, saturation, gain and offset changed,"
+            " some inverted: colours the dozen training photos lack), and on"
+            f" {st.get('photo_scenes')} shapes scenes a step whose posteriors are anchored to where they were"
+            f" (loss + {st.get('photo_anchor')} x MSE of their means and log-variances to those before this phase;"
+            " anchoring the means alone let the scenes' posterior std grow 5x, and a pipeline trained on those"
+            " noisier latents lost its colours at guidance 7.5), and the decoder held to its old output on those"
+            f" latents pushed outwards (x 1 to {1 + st.get('photo_overshoot', 0):g}, plus noise; loss +"
+            f" {st.get('photo_keep_decoder')} x MSE), because guided sampling lands past the data and a decoder"
+            " retuned on photos alone drew such latents with duller colours. The latent space the pipeline"
+            " is trained on stays put, so the centring and `scaling_factor` measured before it still hold, while"
+            " the encoder learns to tell photo colours apart (`train_vae.finetune_photos`).")
 
 
 def sd_values(folder: Path, ev: dict) -> dict:
@@ -157,6 +175,7 @@ def sd_values(folder: Path, ev: dict) -> dict:
         caption_noise_on=st.get("caption_noise_on", "shape").replace(",", " or "), lr=st.get("lr"),
         batch_size=st.get("batch_size"), steps=st.get("steps"), ema_decay=st.get("ema_decay"),
         encode_wall_s=st.get("encode_wall_s"), train_wall_s=st.get("train_wall_s"), command=st.get("command"),
+        provenance=f"\n\n**These weights.** {st['note']}" if st.get("note") else "",
         n=next(iter(a.values()))["n"], rows=rows,
         judge_real=_fmt(ev.get("judge_accuracy_on_real", float("nan"))),
         judge_rec=_fmt(ev.get("judge_accuracy_on_vae_reconstructions", float("nan"))),
