@@ -216,7 +216,8 @@ def readme_values(ev: dict) -> dict:
         clip1=_fmt(100 * p["1.0"]["clipped_fraction"], 1), clip75=_fmt(100 * p["7.5"]["clipped_fraction"], 1),
         clip20=_fmt(100 * p["20.0"]["clipped_fraction"], 1), sampling_s=_fmt(ev["pipeline"]["sampling_time_s"], 2),
         weights_mb=_fmt(float(ev.get("weights_mb", float("nan"))), 1),
-        build_min=_fmt((bt.get("train_total_s", float("nan")) + ev.get("eval_wall_s", float("nan"))) / 60, 0),
+        build_min=_fmt((bt.get("train_total_s", float("nan")) + ev.get("eval_wall_s", float("nan"))) / 60, 0)
+        + " min" + (" (estimated from its stages)" if bt.get("estimated") else ""),
         floors=floors_table(ev), all_met=_summary(ev))
 
 
