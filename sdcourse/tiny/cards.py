@@ -108,7 +108,7 @@ def vae_values(folder: Path, ev: dict) -> dict:
         seed=st.get("seed"), heldout_pct=int(common.HELDOUT_FRACTION * 100),
         photo_licences="\n".join(f"  - `{k}`: {val}" for k, val in common.PHOTOS.items()),
         reserved=", ".join(f"`{n}`" for n in common.RESERVED_PHOTOS),
-        extra_training=_decoder_phase(st),
+        extra_training=_decoder_phase(st) + _photo_phase(st),
         judge_rec=_fmt(ev.get("judge_accuracy_on_vae_reconstructions", float("nan")), 2),
         shapes_pool=st.get("shapes_pool"), crop=st.get("crop"), batch_size=st.get("batch_size"),
         kl_weight=st.get("kl_weight"), lr=st.get("lr"), steps=st.get("steps"), threads=st.get("threads"),
@@ -128,7 +128,7 @@ def _decoder_phase(st: dict) -> str:
             " norms take their statistics over the whole image; each phase-2 step decodes"
             f" {st.get('decoder_scenes')} shapes-world scenes (64x64) and about {st.get('decoder_pixels', 0):,} pixels of"
             f" photo crops of one side ({sizes} px, cut from the training part of the photos resized by"
-            f" {' / '.join(f'{x:g}' for x in st.get('decoder_photo_scales', ()))})." + _photo_phase(st))
+            f" {' / '.join(f'{x:g}' for x in st.get('decoder_photo_scales', ()))}).")
 
 
 def _photo_phase(st: dict) -> str:

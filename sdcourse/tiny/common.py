@@ -4,6 +4,7 @@ Instructor build tooling (``make tiny-models``); notebooks never import this mod
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import resource
@@ -177,6 +178,14 @@ def cpu_s(children: bool = False) -> float:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def warmup_cosine(opt: torch.optim.Optimizer, steps: int, warmup_cap: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The trainers' learning-rate schedule: linear warm-up over ``steps // 10`` steps (at
+    most ``warmup_cap``, at least 1), then a cosine decay to 0 at ``steps``."""
+    warm = max(1, min(warmup_cap, steps // 10))
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
 
 
 class Timer:

@@ -239,9 +239,7 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
         no_decay = [p for n, p in params if not (p.ndim >= 2 and "embedding" not in n)]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}],
                                 lr=phase_lr, betas=(0.9, 0.98), eps=1e-6)
-        warm = max(1, min(100, n_steps // 10))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, n_steps) / n_steps)))
+        sched = common.warmup_cosine(opt, n_steps, 100)
         model.train()
         ema = float("nan")
         for step in range(n_steps):

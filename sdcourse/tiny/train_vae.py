@@ -147,9 +147,7 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
 
     vae = AutoencoderKL(**VAE_CONFIG)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    warm = max(1, min(100, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = common.warmup_cosine(opt, steps, 100)
     vae.train()
     ema = None
     for step in range(steps):
@@ -244,9 +242,7 @@ def finetune_decoder(vae, steps: int, seed: int, lr: float = 3e-4, pixels: int =
     for p in dec_params:
         p.requires_grad_(True)
     opt = torch.optim.AdamW(dec_params, lr=lr, weight_decay=0.0)
-    warm = max(1, min(50, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = common.warmup_cosine(opt, steps, 50)
     vae.eval()
     vae.decoder.train()
     ema = float("nan")
@@ -318,9 +314,7 @@ def finetune_photos(vae, steps: int, seed: int, lr: float = 3e-4, anchor: float 
     ref = copy.deepcopy(vae).eval().requires_grad_(False)
     vae.requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    warm = max(1, min(50, steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    sched = common.warmup_cosine(opt, steps, 50)
     vae.train()
     ema = float("nan")
     for step in range(steps):
