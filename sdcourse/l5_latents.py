@@ -116,7 +116,7 @@ PHOTOS: dict[str, tuple[str, str, bool]] = {
     "coffee": ("skimage.data.coffee()", "CC0 (Rachel Michetti)", True),
     "chelsea": ("skimage.data.chelsea()", "CC0 (Stefan van der Walt)", True),
     "rocket": ("skimage.data.rocket()", "public domain (SpaceX)", True),
-    "motorcycle": ("skimage.data.stereo_motorcycle()[0]", "Middlebury 2014 stereo (Scharstein et al.)", False),
+    "motorcycle": ("skimage.data.stereo_motorcycle()[0]", "Middlebury 2014 stereo (Scharstein et al.)", True),
     "grace_hopper": ("matplotlib sample_data grace_hopper.jpg", "public domain (US Navy)", False),
     "minduka": ("matplotlib sample_data Minduka_Present_Blue_Pack.png", "CC BY-SA (Minduka)", False),
 }

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from sdcourse import models, shapes
-from sdcourse.tiny import common, evaluate, floors
+from sdcourse.tiny import common, evaluate, floors, train_vae
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 REPO = Path(__file__).resolve().parents[1]
@@ -155,19 +155,36 @@ def test_vae_floors_and_reserved_photos_measured_at_256_and_512(loaded):
 
 
 def test_vae_never_trains_on_the_reserved_photos():
+    trained = (*common.PHOTOS, *common.PHASE3_PHOTOS)
     reserved = {n.split(".")[0].lower() for n in common.RESERVED_PHOTOS}
-    assert not reserved & {n.lower() for n in common.PHOTOS}
-    grace = common.reserved_photo("grace_hopper.jpg", 256)
-    for name in common.PHOTOS:
-        photo = common.load_photo(name)
-        assert photo.shape != grace.shape or not np.array_equal(photo, grace), name
+    assert not reserved & {n.lower() for n in trained}
+    for r in common.RESERVED_PHOTOS:
+        ref = common.reserved_photo(r, 64).astype(np.float32)
+        for name in trained:
+            # the same picture at any size would give a near-identical 64x64 thumbnail
+            thumb = common.to_model_range(common.load_photo(name)[None])
+            thumb = torch.nn.functional.interpolate(thumb, size=(64, 64), mode="bicubic", antialias=True)
+            u8 = ((thumb[0].permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).numpy()
+            assert np.abs(u8 - ref).mean() > 20, (name, r)
+
+
+def test_phase3_dead_leaves_are_reproducible_and_photo_like():
+    a = train_vae.dead_leaves(n=2, size=96, seed=3)
+    b = train_vae.dead_leaves(n=2, size=96, seed=3)
+    assert all(x.shape == (96, 96, 3) and x.dtype == np.uint8 for x in a)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b)), "same seed, same images (the build must reproduce)"
+    assert not np.array_equal(a[0], train_vae.dead_leaves(n=1, size=96, seed=4)[0])
+    for x in a:
+        assert (x.max(axis=2) < 3).mean() < 0.3, "an empty (black) canvas: the leaves should cover it"
+        assert x.std() > 20 and np.ptp(x.astype(np.int16), axis=2).mean() > 10, "varied, coloured leaves"
 
 
 def test_lesson_photo_table_says_which_photos_the_tiny_vae_trained_on():
     from sdcourse import l5_latents
 
+    trained = {*common.PHOTOS, *common.PHASE3_PHOTOS}
     for name, (_, _, seen) in l5_latents.PHOTOS.items():
-        assert seen == (name in common.PHOTOS), name
+        assert seen == (name in trained or f"{name}_left" in trained), name
 
 
 def test_vae_is_sd_shaped_and_scaled(loaded):

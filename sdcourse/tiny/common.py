@@ -17,10 +17,11 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REBUILD_CMD = "make tiny-models  (= python -m sdcourse.tiny.build_all)"
 
-#: Every photo the VAE trains on: all bundled with scikit-image (files inside the installed
-#: package, ``skimage/data/``; nothing is fetched), with the licence its ``skimage.data``
-#: docstring states. matplotlib's sample photos (``grace_hopper.jpg``,
-#: ``Minduka_Present_Blue_Pack.png``) are reserved for evaluation and must never appear here.
+#: The photos every phase of the VAE trains on (``PHASE3_PHOTOS`` adds two for phase 3): all
+#: bundled with scikit-image (files inside the installed package, ``skimage/data/``; nothing is
+#: fetched), with the licence its ``skimage.data`` docstring states. matplotlib's sample photos
+#: (``grace_hopper.jpg``, ``Minduka_Present_Blue_Pack.png``) are reserved for evaluation and must
+#: never appear here.
 PHOTOS: dict[str, str] = {
     "astronaut": "public domain (NASA Great Images database)",
     "coffee": "CC0 (photographer Rachel Michetti)",
@@ -35,13 +36,18 @@ PHOTOS: dict[str, str] = {
     "gravel": "CC0 (CC0Textures); greyscale",
     "brick": "CC0 (CC0Textures); greyscale",
 }
-#: More images bundled with scikit-image that only the tiny CLIP uses (blurred, desaturated, as the
-#: textured backgrounds of its augmented training renders; ``train_clip.BACKGROUND_PHOTOS``).
-BACKGROUND_ONLY_PHOTOS: dict[str, str] = {
+#: Colour photos bundled with scikit-image that only the VAE's phase 3 (``train_vae.finetune_photos``)
+#: trains on (its training part, as for ``PHOTOS``); phases 1-2 keep ``PHOTOS`` alone, so that
+#: their weights reproduce. The tiny CLIP also uses them (as textured backgrounds).
+PHASE3_PHOTOS: dict[str, str] = {
     "motorcycle_left": "Middlebury 2014 stereo benchmark (Scharstein et al.), redistributed by scikit-image "
                        "(`stereo_motorcycle`); no licence stated in the docstring, used for research/teaching "
                        "with the citation given there",
     "motorcycle_right": "as motorcycle_left (the right image of the same stereo pair)",
+}
+#: More images bundled with scikit-image that only the tiny CLIP uses (blurred, desaturated, as the
+#: textured backgrounds of its augmented training renders; ``train_clip.BACKGROUND_PHOTOS``).
+BACKGROUND_ONLY_PHOTOS: dict[str, str] = {
     "colorwheel": "scikit-image's own test image (no separate licence stated: scikit-image's BSD-3-Clause)",
     "logo": "the scikit-image logo (no separate licence stated: scikit-image's BSD-3-Clause); RGBA, composited on white",
 }
@@ -92,8 +98,8 @@ _PHOTO_CACHE: dict[str, np.ndarray] = {}
 
 
 def load_photo(name: str) -> np.ndarray:
-    """(H, W, 3) uint8 array of a bundled scikit-image photo (a name in ``PHOTOS`` or
-    ``BACKGROUND_ONLY_PHOTOS``)."""
+    """(H, W, 3) uint8 array of a bundled scikit-image photo (a name in ``PHOTOS``,
+    ``PHASE3_PHOTOS`` or ``BACKGROUND_ONLY_PHOTOS``)."""
     if name not in _PHOTO_CACHE:
         import skimage.data
 

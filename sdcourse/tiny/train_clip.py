@@ -56,8 +56,8 @@ def write_config(out: Path) -> None:
 
 
 #: Images whose crops (blurred, desaturated) are the textured backgrounds of augmented renders,
-#: colour ones first: every image bundled with scikit-image (``common.PHOTOS`` and
-#: ``common.BACKGROUND_ONLY_PHOTOS``; matplotlib's reserved photos never).
+#: colour ones first: every image bundled with scikit-image (``common.PHOTOS``,
+#: ``common.PHASE3_PHOTOS`` and ``common.BACKGROUND_ONLY_PHOTOS``; matplotlib's reserved photos never).
 BACKGROUND_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
                      "motorcycle_left", "motorcycle_right", "colorwheel", "logo",
                      "camera", "coins", "grass", "gravel", "brick")
