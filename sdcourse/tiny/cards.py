@@ -151,16 +151,13 @@ def _photo_phase(st: dict) -> str:
 
 
 def _phase3_data(st: dict) -> str:
-    from sdcourse.tiny import train_vae
-
     dl, extra, ema = st.get("photo_dead_leaves"), st.get("photo_extra_photos"), st.get("photo_ema_decay")
     text = ""
     if extra:
         text += (" Its photos are those of phases 1 and 2 plus " + " and ".join(f"`{n}`" for n in extra)
                  + " (their training part).")
     if dl:
-        n_photo = len(st.get("decoder_photo_scales") or train_vae.DECODER_PHOTO_SCALES) * (len(common.PHOTOS) + len(extra or ()))
-        text += (f" {dl['n']} of the {dl['n'] + n_photo} pictures its crops are drawn from (uniformly, among those large enough"
+        text += (f" {dl['n']} of the {st.get('photo_pictures')} pictures its crops are drawn from (uniformly, among those large enough"
                  " for the crop) are"
                  f" synthetic {dl['size']}x{dl['size']}"
                  " \"dead leaves\" images (`train_vae.dead_leaves`): discs and rectangles of every size"

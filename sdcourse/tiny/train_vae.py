@@ -346,7 +346,7 @@ def colour_jitter(u8: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def finetune_photos(vae, steps: int, seed: int, lr: float = 3e-4, anchor: float = 0.1, p_jitter: float = 0.7,
                     keep_decoder: float = 1.0, overshoot: float = 0.6,
                     kl_weight: float = DEFAULTS["kl_weight"], pixels: int = 16384, n_scenes: int = 8,
-                    log_every: int = 100, ema_decay: float | None = 0.995, regions: list | None = None) -> dict:
+                    log_every: int = 100, ema_decay: float | None = 0.995) -> dict:
     """Phase 3: the whole VAE on photos, the shapes world's latents anchored.
 
     The encoder of phases 1-2 saw few photos, and few colours: a saturated blue or a grey
@@ -363,7 +363,7 @@ def finetune_photos(vae, steps: int, seed: int, lr: float = 3e-4, anchor: float 
     decoder retuned on photos alone drew those latents with duller colours (the shipped
     pipeline's adherence at guidance 7.5 fell from 0.97 to 0.94 with the same UNet).
 
-    The photos (``regions``, default): the training part of ``common.PHOTOS`` and
+    The photos: the training part of ``common.PHOTOS`` and
     ``common.PHASE3_PHOTOS`` at ``DECODER_PHOTO_SCALES``, and ``DEAD_LEAVES`` synthetic
     ``dead_leaves`` images, drawn from alike. The weights returned are an exponential moving
     average of the trained ones (``ema_decay``; None: the last step's). Measured from the same
@@ -378,9 +378,7 @@ def finetune_photos(vae, steps: int, seed: int, lr: float = 3e-4, anchor: float 
     g = torch.Generator().manual_seed(seed + 4)
     rng = np.random.default_rng(seed + 4)
     scenes = common.to_model_range(shapes_pool_u8(4000, seed=seed + 5))
-    default_regions = regions is None
-    if default_regions:
-        regions = _photo_pyramid(names=(*common.PHOTOS, *common.PHASE3_PHOTOS)) + dead_leaves(**DEAD_LEAVES)
+    regions = _photo_pyramid(names=(*common.PHOTOS, *common.PHASE3_PHOTOS)) + dead_leaves(**DEAD_LEAVES)
     ref = copy.deepcopy(vae).eval().requires_grad_(False)
     avg = torch.optim.swa_utils.AveragedModel(vae, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(ema_decay)) if ema_decay else None
     vae.requires_grad_(True)
@@ -425,8 +423,8 @@ def finetune_photos(vae, steps: int, seed: int, lr: float = 3e-4, anchor: float 
     vae.eval()
     return dict(photo_steps=steps, photo_lr=lr, photo_anchor=anchor, photo_p_jitter=p_jitter,
                 photo_keep_decoder=keep_decoder, photo_overshoot=overshoot, photo_ema_decay=ema_decay,
-                photo_extra_photos=list(common.PHASE3_PHOTOS) if default_regions else None,
-                photo_dead_leaves=dict(DEAD_LEAVES) if default_regions else None,
+                photo_extra_photos=list(common.PHASE3_PHOTOS), photo_dead_leaves=dict(DEAD_LEAVES),
+                photo_pictures=len(regions),
                 photo_pixels=pixels, photo_scenes=n_scenes, photo_wall_s=round(timer(), 1))
 
 
