@@ -321,12 +321,14 @@ def test_trainers_smoke(tmp_path):
     assert isinstance(m, open_clip.CLIP)
     sd = tmp_path / "sd"
     s = train_vae.train(out=sd / "vae", steps=2, batch_size=4, shapes_pool=16, log_every=0, std_images=16,
-                        decoder_steps=2, photo_steps=2)
+                        decoder_steps=2, photo_steps=2, threads=1, photo_threads=2)
     assert s["decoder_steps"] == 2 and s["photo_steps"] == 2 and "--photo-steps 2" in s["command"]
+    assert s["threads"] == 1 and s["photo_threads"] == min(2, os.cpu_count() or 1), s  # phase 3's own count
     train_vae.main(["--photo-only-from", str(sd / "vae"), "--out", str(tmp_path / "vae-p3"), "--photo-steps", "1",
-                    "--threads", "1"])
+                    "--threads", "1", "--photo-threads", "1"])
     p3 = json.loads((tmp_path / "vae-p3" / "training_stats.json").read_text())
     assert p3["photo_steps"] == 1 and p3["scaling_factor"] == s["scaling_factor"], p3
+    assert p3["photo_threads"] == 1 and p3["threads"] == s["threads"], p3  # phases 1-2's count is kept
     assert (sd / "vae" / "diffusion_pytorch_model.safetensors").is_file() and s["scaling_factor"] > 0
     train_pipeline.train(out=sd, steps=2, batch_size=8, n_images=16, log_every=0, clip_dir=tmp_path / "clip")
     from diffusers import StableDiffusionPipeline

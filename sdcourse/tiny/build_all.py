@@ -6,7 +6,8 @@ Run: ``python -m sdcourse.tiny.build_all`` (``make tiny-models``). Order:
 
 1. the tiny CLIP and the VAE, which do not depend on each other: on a machine with two or
    more cores they train at the same time in two processes with one torch thread each
-   (small models use two cores better that way than one process with two threads);
+   (small models use two cores better that way than one process with two threads); the
+   VAE's phase 3, which starts long after the CLIP is done, then takes both cores;
 2. the text-to-image pipeline, which needs both (the VAE's latent space and the CLIP's
    text tower as its frozen text encoder), with two threads;
 3. the evaluation (``sdcourse.tiny.evaluate``), which writes the figures and model cards.
@@ -51,7 +52,8 @@ def main(argv=None):
     times: dict = {}
     parallel = not a.serial and (os.cpu_count() or 1) >= 2
     clip_args = ("train_clip", "--out", str(clip_dir), "--threads", "1" if parallel else "2")
-    vae_args = ("train_vae", "--out", str(sd_dir / "vae"), "--threads", "1" if parallel else "2")
+    # phase 3 of the VAE starts long after the CLIP is done: it takes both cores
+    vae_args = ("train_vae", "--out", str(sd_dir / "vae"), "--threads", "1" if parallel else "2", "--photo-threads", "2")
     if parallel:
         _wait({"tiny CLIP": _start(*clip_args), "VAE": _start(*vae_args)})
     else:

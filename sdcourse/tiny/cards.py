@@ -106,7 +106,8 @@ def vae_values(folder: Path, ev: dict) -> dict:
         shapes_std=_fmt(v["shapes_latent_std_scaled"]), photos_std=_fmt(v["photos_latent_std_scaled"]),
         latent_shift="(" + ", ".join(f"{m:+.2f}" for m in st.get("latent_shift", [])) + ")",
         seed=st.get("seed"), heldout_pct=int(common.HELDOUT_FRACTION * 100),
-        photo_licences="\n".join([f"  - `{k}`: {val}" for k, val in common.PHOTOS.items()]
+        photo_licences="\n".join([f"  - `{k}`{' (phases 1-2 only)' if k in st.get('photo_skipped', ()) else ''}: {val}"
+                                   for k, val in common.PHOTOS.items()]
                                   + [f"  - `{k}` (phase 3 only): {val}" for k, val in common.PHASE3_PHOTOS.items()]),
         reserved=", ".join(f"`{n}`" for n in common.RESERVED_PHOTOS),
         extra_training=_decoder_phase(st) + _photo_phase(st),
@@ -135,7 +136,8 @@ def _decoder_phase(st: dict) -> str:
 def _photo_phase(st: dict) -> str:
     if not st.get("photo_steps"):
         return ""
-    return (f"\n\nPhase 3 ({st['photo_steps']} steps, AdamW lr {st.get('photo_lr')}, {st.get('photo_wall_s')} s,"
+    threads = f" on {st['photo_threads']} threads" if st.get("photo_threads", 1) > 1 else ""
+    return (f"\n\nPhase 3 ({st['photo_steps']} steps, AdamW lr {st.get('photo_lr')}, {st.get('photo_wall_s')} s{threads},"
             " after the centring): the whole VAE again, on photo crops as in phase 2, of which"
             f" {st.get('photo_p_jitter', 0):.0%} are colour-jittered (channels permuted, saturation, gain and offset changed,"
             " some inverted: colours the dozen training photos lack), and on"
@@ -152,10 +154,17 @@ def _photo_phase(st: dict) -> str:
 
 def _phase3_data(st: dict) -> str:
     dl, extra, ema = st.get("photo_dead_leaves"), st.get("photo_extra_photos"), st.get("photo_ema_decay")
+    skipped = st.get("photo_skipped")
     text = ""
-    if extra:
-        text += (" Its photos are those of phases 1 and 2 plus " + " and ".join(f"`{n}`" for n in extra)
-                 + " (their training part).")
+    if extra or skipped:
+        text += " Its photos are those of phases 1 and 2"
+        if skipped:
+            text += (" less the texture close-ups and the star field (" + ", ".join(f"`{n}`" for n in skipped)
+                     + "), detail at every pixel that no code of 4 numbers per 8x8 patch keeps, whose error"
+                     " dominated the loss")
+        if extra:
+            text += (", plus " if skipped else " plus ") + " and ".join(f"`{n}`" for n in extra) + " (their training part)"
+        text += "."
     if dl:
         text += (f" {dl['n']} of the {st.get('photo_pictures')} pictures its crops are drawn from (uniformly, among those large enough"
                  " for the crop) are"
