@@ -93,7 +93,7 @@ feedback: $(STAMP) ## write HTML feedback for every autograded submission
 grades: $(STAMP) ## export graders/workspace/grades.csv: totals and a per-exercise breakdown
 	$(BIN)/python -m graders.grade grades
 
-tiny-models: $(STAMP) ## retrain the offline tiny models from scratch and re-measure them (2-core CPU: about 50 min)
+tiny-models: $(STAMP) ## retrain the offline tiny models from scratch and re-measure them (2-core CPU: about 48 min)
 	$(BIN)/python -m sdcourse.tiny.build_all
 
 eval-tiny: $(STAMP) ## re-measure the tiny models' quality figures

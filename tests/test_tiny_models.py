@@ -82,6 +82,20 @@ def test_tiny_models_load_and_sample_without_any_network_attempt_and_fit_the_siz
     assert common.dir_size_mb(models.models_dir()) <= FLOOR["weights_mb"]
 
 
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="VmHWM is Linux's")
+def test_peak_memory_is_the_process_own_not_its_parents():
+    # ru_maxrss survives exec: a child of a big process would report the parent's size (the
+    # load-and-sample memory floor was once measured that way, from inside the evaluation)
+    code = ("import resource; from sdcourse.tiny.common import peak_rss_mb; "
+            "print(peak_rss_mb(), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)")
+    ballast = np.ones((1200, 1024, 1024), np.uint8)  # 1.2 GB, every page touched
+    own, maxrss = map(float, subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                            check=True).stdout.split())
+    del ballast
+    assert maxrss >= 1100, "the trap this guards against: ru_maxrss counts the parent"
+    assert own < 1000 and own < maxrss - 300, (own, maxrss)
+
+
 def test_same_library_calls_as_the_full_tier():
     import open_clip
     from diffusers import AutoencoderKL, StableDiffusionPipeline
