@@ -38,13 +38,9 @@ from graders import attacks, course
 from graders import submissions as subs
 
 ROOT = course.ROOT
-# the kernel's own peak in MB, as sdcourse.tiny.common.peak_rss_mb measures it (VmHWM: ru_maxrss
-# would count the bench process the kernel was forked from), without importing torch for it
-PEAK_RSS = """import resource
-try:
-    print(next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024)
-except (OSError, StopIteration):
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"""
+# the kernel's own peak in MB (VmHWM; ru_maxrss would count the bench process the kernel was
+# forked from); the import adds nothing to it, every lesson has loaded torch by then
+PEAK_RSS = "from sdcourse.tiny.common import peak_rss_mb; print(peak_rss_mb())"
 
 
 def execute_timed(path: Path) -> dict:
