@@ -344,7 +344,14 @@ def test_trainers_smoke(tmp_path):
     assert p3["photo_steps"] == 1 and p3["scaling_factor"] == s["scaling_factor"], p3
     assert p3["photo_threads"] == 1 and p3["threads"] == s["threads"], p3  # phases 1-2's count is kept
     assert (sd / "vae" / "diffusion_pytorch_model.safetensors").is_file() and s["scaling_factor"] > 0
+    shipped_tok = common.models_dir() / "tiny-sd" / "tokenizer"
+    shutil.copytree(shipped_tok, sd / "tokenizer")  # a rebuild in a clone finds the shipped files there
     train_pipeline.train(out=sd, steps=2, batch_size=8, n_images=16, log_every=0, clip_dir=tmp_path / "clip")
+    # the saved tokenizer config carries no padding state from training, and has the shipped one's keys
+    tok_cfg = json.loads((sd / "tokenizer" / "tokenizer_config.json").read_text())
+    shipped = json.loads((shipped_tok / "tokenizer_config.json").read_text())
+    assert not {"max_length", "padding_side", "truncation_strategy"} & tok_cfg.keys(), tok_cfg
+    assert tok_cfg.keys() == shipped.keys() and tok_cfg["model_max_length"] == shipped["model_max_length"], tok_cfg
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(str(sd))
     assert pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)

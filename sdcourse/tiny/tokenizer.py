@@ -56,6 +56,8 @@ def write_tokenizer(out: Path, max_length: int = 77) -> Path:
     """Write a complete HF CLIP tokenizer folder to ``out`` and return it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # a tokenizer.json left by an earlier save would shadow these files when transformers loads the folder
+    (out / "tokenizer.json").unlink(missing_ok=True)
     vocab, merges = build_vocab_and_merges()
     (out / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False))
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")

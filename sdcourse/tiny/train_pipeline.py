@@ -226,6 +226,9 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
             print(f"[sd] step {step:5d}/{steps}  loss {ema_loss:.4f}  {timer():.0f}s", flush=True)
     scheduler = DDIMScheduler(**sched_cfg)
     text_encoder.to("cpu")
+    # a tokenizer that has padded records its padding state in the tokenizer_config.json it saves:
+    # save a fresh one, so the shipped config stays what write_tokenizer wrote
+    tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"))
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=ema_unet.to("cpu"),
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
