@@ -105,6 +105,23 @@ class Course:
                                                      for g in nb.grades}
         return out
 
+    def check_full_marks(self, expected: int) -> None:
+        """Every one of the ``expected`` reference submissions got every autograded mark: a timing
+        of a run in which lesson cells failed (say, a model the sandbox could not read) is no timing."""
+        from nbgrader.api import Gradebook
+
+        short, n = [], 0
+        with Gradebook(subs.gradebook_url(self.copy)) as gb:
+            for a in gb.assignments:
+                for sub in gb.assignment_submissions(a.name):
+                    n += 1
+                    short += [f"{sub.student.id}/{a.name}: {g.name} {g.score}/{g.max_score}"
+                              for nb in sub.notebooks for g in nb.grades
+                              if g.cell.cell_type == "code" and g.score != g.max_score]  # written answers wait for a person
+        if short or n != expected:
+            raise RuntimeError(f"{n} of {expected} reference submissions graded; not at full marks: "
+                               + "; ".join(short[:10]))
+
     def close(self):
         self.tmp.cleanup()
 
@@ -116,7 +133,9 @@ def autograde_timed(aid: str, sandbox: bool = True) -> float:
         t0 = time.perf_counter()
         c.grade("autograde", "-a", aid, "-s", "bench", "-j", "1", *([] if sandbox else ["--no-sandbox"]),
                 check=True)
-        return time.perf_counter() - t0
+        secs = time.perf_counter() - t0
+        c.check_full_marks(1)
+        return secs
     finally:
         c.close()
 
@@ -134,6 +153,7 @@ def grading_throughput(aids: list[str], per_lesson: int = 4) -> dict:
             t0 = time.perf_counter()
             c.grade("autograde", "-j", str(jobs), check=True)
             secs = time.perf_counter() - t0
+            c.check_full_marks(n)
             out[jobs] = {"n": n, "seconds": secs, "per_minute": 60 * n / secs}
         finally:
             c.close()
@@ -147,7 +167,9 @@ def one_student(aids: list[str]) -> float:
             c.submit("student", aid, c.reference(aid))
         t0 = time.perf_counter()
         c.grade("autograde", "-s", "student", check=True)
-        return time.perf_counter() - t0
+        secs = time.perf_counter() - t0
+        c.check_full_marks(len(aids))
+        return secs
     finally:
         c.close()
 

@@ -345,6 +345,10 @@ def autograde(aid_filter=None, sid_filter=None, force: bool = False, no_sandbox:
                   "or see README 'Grading without bubblewrap'; `--no-sandbox` grades without "
                   "isolation, on your responsibility.", file=sys.stderr)
             return 2
+        bad = sandbox.unreadable_runtime()
+        if bad:
+            print(f"cannot grade: {sandbox.unreadable_message(bad)}.", file=sys.stderr)
+            return 2
     cores = os.cpu_count() or 1
     jobs = max(1, jobs or cores)
     api = _api()

@@ -197,11 +197,49 @@ def _dirs_for(path: str, made: set[str]) -> list[str]:
 def runtime_paths() -> list[Path]:
     """What the student's code may read: the interpreter, the venv, the installed ``sdcourse``
     package and the ``data/`` folder beside it (the tiny models)."""
+    paths = [Path(sys.base_prefix).resolve(), Path(sys.prefix), *course_runtime()]
+    return [p for p in dict.fromkeys(paths) if p.exists()]
+
+
+def course_runtime() -> list[Path]:
+    """The course's own part of ``runtime_paths``: the ``sdcourse`` package and ``data/``."""
     import sdcourse
 
     package = Path(sdcourse.__file__).resolve().parent
-    paths = [Path(sys.base_prefix).resolve(), Path(sys.prefix), package, package.parent / "data"]
-    return [p for p in dict.fromkeys(paths) if p.exists()]
+    return [package, package.parent / "data"]
+
+
+def unreadable_runtime(roots: list[Path] | None = None, limit: int = 5) -> list[str]:
+    """Files and folders under ``roots`` (default ``course_runtime()``) that the sandbox's user
+    cannot read, as ``"path (mode 0600)"``, at most ``limit``. That user
+    owns none of them and is in none of their groups, so only the permission bits for others
+    count. diffusers and transformers save weights through a temporary file of mode 0600: a
+    rebuild of the tiny models would otherwise leave every lesson that loads one failing
+    inside the sandbox, for every submission."""
+    import stat
+
+    bad: list[str] = []
+    for root in course_runtime() if roots is None else roots:
+        if not root.exists():
+            continue
+        for folder, dirs, files in os.walk(root):
+            dirs[:] = [d for d in dirs if d != "__pycache__"]
+            for path, need in [(folder, stat.S_IROTH | stat.S_IXOTH)] + [(os.path.join(folder, f), stat.S_IROTH) for f in files]:
+                try:
+                    mode = os.stat(path).st_mode
+                except OSError:
+                    continue  # a dangling link: nothing to read either way
+                if mode & need != need:
+                    bad.append(f"{path} (mode {stat.S_IMODE(mode):04o})")
+                    if len(bad) >= limit:
+                        return bad
+    return bad
+
+
+def unreadable_message(bad: list[str]) -> str:
+    """What ``unreadable_runtime`` found, and the command that fixes it."""
+    return ("the sandbox's user cannot read " + ", ".join(bad) + (" and more" if len(bad) >= 5 else "")
+            + f"; make them readable: `chmod -R a+rX {' '.join(str(p) for p in course_runtime())}`")
 
 
 def command(argv: list[str], job_dir: Path, limits: Limits, uid: int, env: dict[str, str],
@@ -245,6 +283,9 @@ def run(argv: list[str], job_dir: Path, limits: Limits = Limits(), slot: int = 0
     ok, why = check()
     if not ok:
         raise SandboxUnavailable(why)
+    bad = unreadable_runtime()
+    if bad:
+        raise SandboxUnavailable(unreadable_message(bad))
     uid = base_uid() + slot
     name = f"{os.getpid()}-{slot}-{uuid.uuid4().hex[:8]}"
     groups = _Cgroups(name, limits)

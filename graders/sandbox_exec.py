@@ -30,6 +30,8 @@ from pathlib import Path
 MAX_OUTPUT_CHARS = 20_000        # text kept per output (feedback only)
 MAX_CELL_OUTPUTS = 20
 MAX_FILE_BYTES = 64 * 2**20
+#: where the kernel writes its records: ``<scratch>/outbox``, the job's scratch folder (``/sandbox``
+#: inside the sandbox; a private temporary folder with ``--no-sandbox``); set by ``main``
 OUTBOX = Path("/sandbox/outbox")
 
 
@@ -97,6 +99,9 @@ def main(job_path: str) -> int:
     timeout = int(job["cell_timeout"])
     deadline = time.monotonic() + float(job["budget_seconds"])
     startup = job["startup"]
+    global OUTBOX
+    scratch = job.get("scratch", "/sandbox")
+    OUTBOX = Path(scratch) / "outbox"
     OUTBOX.mkdir(parents=True, exist_ok=True)
     sent: dict = {}
 
@@ -105,7 +110,7 @@ def main(job_path: str) -> int:
         error_on_timeout={"ename": "CellTimeoutError", "evalue": f"stopped after {timeout} s",
                           "traceback": [f"CellTimeoutError: this cell ran longer than {timeout} s and was stopped"]},
         record_timing=False, iopub_timeout=10, shutdown_kernel="immediate",
-        resources={"metadata": {"path": "/sandbox"}},
+        resources={"metadata": {"path": scratch}},
         extra_arguments=["--HistoryManager.hist_file=:memory:", "--IPKernelApp.log_level=CRITICAL"])
 
     last_reply: dict = {}

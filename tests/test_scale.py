@@ -147,6 +147,51 @@ def test_an_interrupted_batch_resumes_to_the_same_grades(copy):
     assert "autograded 0 of 0" in res.stdout, res.stdout
 
 
+def test_no_sandbox_grades_like_the_sandbox(copy):
+    """``--no-sandbox`` runs the same executor outside bubblewrap, in a scratch folder of its own:
+    the kernel's records must come back from there (they once were looked for at the sandbox's
+    /sandbox/outbox, and every autograded test scored 0)."""
+    nbs, expected = _submissions(copy, 3)   # the reference, a blank one, a known-wrong answer
+    _write(copy, nbs)
+    res = _grade(copy, "autograde", "-a", AID, "-j", "2", "--no-sandbox")
+    assert res.returncode == 0 and "WARNING: --no-sandbox" in res.stdout, res.stdout + res.stderr
+    got = _passes(subs.gradebook_url(copy))
+    assert got == expected, (got, expected)
+    assert all(got["s00-reference"].values()), got["s00-reference"]
+
+
+def test_the_sandbox_refuses_a_course_runtime_its_user_cannot_read(tmp_path, monkeypatch, capsys):
+    """A rebuild of the tiny models wrote weights of mode 0600 (diffusers and transformers save
+    through a temporary file): inside the sandbox, as another user, every lesson that loads a
+    model failed, and every submission lost those marks. Grading now stops before it starts,
+    naming the files and the fix; the build itself makes its outputs readable."""
+    from graders import sandbox
+    from sdcourse.tiny import common
+
+    root = tmp_path / "data"
+    weights = root / "models" / "weights.safetensors"
+    weights.parent.mkdir(parents=True)
+    root.chmod(0o755)
+    weights.write_bytes(b"x")
+    weights.chmod(0o600)
+    assert sandbox.unreadable_runtime([root]) == [f"{weights} (mode 0600)"]
+    common.readable_by_all(root / "models")
+    assert sandbox.unreadable_runtime([root]) == []
+    (root / "models").chmod(0o700)
+    assert sandbox.unreadable_runtime([root]) == [f"{root / 'models'} (mode 0700)"]
+    assert sandbox.unreadable_runtime() == [], "the course's own runtime is not readable by the sandbox"
+    # the batch refuses at once, the sandbox on every run
+    monkeypatch.setattr(sandbox, "unreadable_runtime", lambda roots=None, limit=5: [f"{weights} (mode 0600)"])
+    with pytest.raises(sandbox.SandboxUnavailable, match="chmod -R a[+]rX"):
+        sandbox.run(["true"], tmp_path)
+    _need(*sandbox.check())
+    from graders import grade
+
+    assert grade.autograde(AID) == 2   # returns before it reads a submission or the gradebook
+    err = capsys.readouterr().err
+    assert "cannot grade: the sandbox's user cannot read" in err and "weights.safetensors (mode 0600)" in err, err
+
+
 def test_roster_students_without_a_submission_get_a_recorded_zero(copy, tmp_path):
     nbs, _ = _submissions(copy, 1)
     _write(copy, nbs)

@@ -352,6 +352,8 @@ def test_trainers_smoke(tmp_path):
     shipped = json.loads((shipped_tok / "tokenizer_config.json").read_text())
     assert not {"max_length", "padding_side", "truncation_strategy"} & tok_cfg.keys(), tok_cfg
     assert tok_cfg.keys() == shipped.keys() and tok_cfg["model_max_length"] == shipped["model_max_length"], tok_cfg
+    for f in [*(tmp_path / "clip").rglob("*"), *sd.rglob("*")]:  # weights are saved 0600 by default
+        assert f.stat().st_mode & 0o004, f"{f} is not readable by the grading sandbox's user"
     from diffusers import StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(str(sd))
     assert pipe(["a red circle"], num_inference_steps=2, output_type="np").images.shape == (1, 64, 64, 3)

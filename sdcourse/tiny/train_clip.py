@@ -287,6 +287,7 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
                  threads=torch.get_num_threads(), command=f"python -m sdcourse.tiny.train_clip --steps {steps} --focus-steps {focus_steps} "
                          f"--augment {augment}")
     common.write_json(out / "training_stats.json", stats)
+    common.readable_by_all(out)
     print(f"[clip] saved to {out}  {stats['train_wall_s']}s", flush=True)
     return stats
 

@@ -245,6 +245,7 @@ def train(out: Path | None = None, steps: int = DEFAULTS["steps"], batch_size: i
                  peak_rss_mb=round(common.peak_rss_mb()), threads=torch.get_num_threads(),
                  command=command_line(**recipe))
     common.write_json(out / "training_stats.json", stats)
+    common.readable_by_all(out)
     print(f"[sd] saved to {out}  {stats['train_wall_s']}s", flush=True)
     return stats
 
