@@ -209,7 +209,11 @@ def course_runtime() -> list[Path]:
     return [package, package.parent / "data"]
 
 
-def unreadable_runtime(roots: list[Path] | None = None, limit: int = 5) -> list[str]:
+#: how many unreadable paths ``unreadable_runtime`` lists before it stops looking
+UNREADABLE_SHOWN = 5
+
+
+def unreadable_runtime(roots: list[Path] | None = None, limit: int = UNREADABLE_SHOWN) -> list[str]:
     """Files and folders under ``roots`` (default ``course_runtime()``) that the sandbox's user
     cannot read, as ``"path (mode 0600)"``, at most ``limit``. That user
     owns none of them and is in none of their groups, so only the permission bits for others
@@ -238,7 +242,7 @@ def unreadable_runtime(roots: list[Path] | None = None, limit: int = 5) -> list[
 
 def unreadable_message(bad: list[str]) -> str:
     """What ``unreadable_runtime`` found, and the command that fixes it."""
-    return ("the sandbox's user cannot read " + ", ".join(bad) + (" and more" if len(bad) >= 5 else "")
+    return ("the sandbox's user cannot read " + ", ".join(bad) + (" and more" if len(bad) >= UNREADABLE_SHOWN else "")
             + f"; make them readable: `chmod -R a+rX {' '.join(str(p) for p in course_runtime())}`")
 
 

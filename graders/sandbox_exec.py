@@ -30,9 +30,6 @@ from pathlib import Path
 MAX_OUTPUT_CHARS = 20_000        # text kept per output (feedback only)
 MAX_CELL_OUTPUTS = 20
 MAX_FILE_BYTES = 64 * 2**20
-#: where the kernel writes its records: ``<scratch>/outbox``, the job's scratch folder (``/sandbox``
-#: inside the sandbox; a private temporary folder with ``--no-sandbox``); set by ``main``
-OUTBOX = Path("/sandbox/outbox")
 
 
 _OUT = None
@@ -72,12 +69,12 @@ def _trim(outputs) -> list:
     return kept
 
 
-def flush_outbox(sent: dict) -> None:
-    if not OUTBOX.is_dir():
+def flush_outbox(outbox: Path, sent: dict) -> None:
+    if not outbox.is_dir():
         return
-    for path in sorted(OUTBOX.rglob("*.st")):
+    for path in sorted(outbox.rglob("*.st")):
         try:
-            rel = str(path.relative_to(OUTBOX))
+            rel = str(path.relative_to(outbox))
             stat = path.stat()
             key = (stat.st_mtime_ns, stat.st_size)
             if sent.get(rel) == key or stat.st_size > MAX_FILE_BYTES:
@@ -99,10 +96,11 @@ def main(job_path: str) -> int:
     timeout = int(job["cell_timeout"])
     deadline = time.monotonic() + float(job["budget_seconds"])
     startup = job["startup"]
-    global OUTBOX
+    # the kernel's working folder, and where it writes its records: ``/sandbox`` inside the
+    # sandbox, a private temporary folder with ``--no-sandbox``
     scratch = job.get("scratch", "/sandbox")
-    OUTBOX = Path(scratch) / "outbox"
-    OUTBOX.mkdir(parents=True, exist_ok=True)
+    outbox = Path(scratch) / "outbox"
+    outbox.mkdir(parents=True, exist_ok=True)
     sent: dict = {}
 
     client = NotebookClient(
@@ -218,10 +216,10 @@ def main(job_path: str) -> int:
                             "restarted it and re-ran the cells before this one")
             else:
                 done_ok.append(i)
-            flush_outbox(sent)
+            flush_outbox(outbox, sent)
             emit({"type": "cell", "index": i, "status": status, "seconds": round(seconds, 2),
                   "outputs": _trim(cell.outputs)})
-        flush_outbox(sent)
+        flush_outbox(outbox, sent)
     emit({"type": "done"})
     return 0
 
